@@ -1,0 +1,125 @@
+//! `optima solve`: reconstruct one layer from a problem file.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use optima::io::{read_problem_file, write_solution_file};
+use optima::mask::masker_by_name;
+use optima::solve::{DirectForm, DirectSettings, DirectSolver, QpSolver};
+use optima::{Hessian, LayerProblem, OptimaError, Parallelism, SparsityPattern};
+use serde_json::json;
+
+#[derive(Args)]
+pub struct SolveArgs {
+    /// Problem file: `weight` [m,n], `hessian` [n,n], optionally `mask` [m,n] u8 (1 = pruned).
+    #[arg(long)]
+    problem: PathBuf,
+    /// Solver.
+    #[arg(long, default_value = "direct")]
+    solver: String,
+    /// Relative damping added to the file's Hessian (0 = use it exactly as given).
+    #[arg(long, default_value_t = optima::DEFAULT_PERCDAMP)]
+    damping: f64,
+    /// Masker used when the file has no mask, or when --pattern is given: wanda or magnitude.
+    #[arg(long, default_value = "wanda")]
+    masker: String,
+    /// Sparsity pattern for a new mask: a ratio (0.5, 0.5/layer) or N:M (2:4). Overrides the file's mask.
+    #[arg(long)]
+    pattern: Option<SparsityPattern>,
+    /// Threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Closed form of the direct solver: auto, primal or dual.
+    #[arg(long, default_value = "auto")]
+    form: String,
+    /// Write the reconstructed `weight` (f32) and `mask` (u8) here (safetensors).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print one JSON object on stdout instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+fn solver_by_name(name: &str, form: &str, par: Parallelism) -> optima::Result<Box<dyn QpSolver>> {
+    let form = match form {
+        "auto" => DirectForm::Auto,
+        "primal" => DirectForm::Primal,
+        "dual" => DirectForm::Dual,
+        other => {
+            return Err(OptimaError::InvalidSetting(format!("unknown --form {other:?}; choose auto, primal or dual")));
+        }
+    };
+    match name {
+        "direct" => Ok(Box::new(DirectSolver::new(DirectSettings::default().parallelism(par).form(form)))),
+        other => Err(OptimaError::InvalidSetting(format!("unknown solver {other:?}; available: direct"))),
+    }
+}
+
+pub fn run(args: SolveArgs) -> optima::Result<()> {
+    let par = Parallelism::from_threads(args.threads);
+    let solver = solver_by_name(&args.solver, &args.form, par)?;
+    let file = read_problem_file(&args.problem)?;
+    let hessian = Hessian::new(file.hessian, args.damping)?;
+    let (mask, mask_source) = match (args.pattern, file.mask) {
+        (Some(pattern), _) => {
+            let masker = masker_by_name(&args.masker)?;
+            (masker.select(file.weight.view(), &hessian, &pattern)?, format!("{} {pattern}", masker.name()))
+        }
+        (None, Some(mask)) => (mask, "file".to_string()),
+        (None, None) => {
+            return Err(OptimaError::InvalidSetting(
+                "the problem file has no `mask`; pass --pattern (e.g. 0.5 or 2:4) to select one".into(),
+            ));
+        }
+    };
+    let problem = LayerProblem::new(file.weight, hessian, mask)?;
+    let solution = solver.solve(&problem, None)?;
+    let r = &solution.report;
+    if let Some(out) = &args.out {
+        write_solution_file(out, solution.weight.view(), problem.mask())?;
+    }
+    if args.json {
+        let value = json!({
+            "solver": r.solver,
+            "m": r.m,
+            "n": r.n,
+            "threads": par.threads(),
+            "damping": args.damping,
+            "mask": mask_source,
+            "sparsity": problem.mask().sparsity(),
+            "seconds": r.seconds,
+            "objective": r.objective,
+            "objective_mask_only": r.objective_mask_only,
+            "output_energy": r.output_energy,
+            "relative_error": r.error_after,
+            "relative_error_mask_only": r.error_before,
+            "kkt_residual": r.kkt_residual,
+            "max_abs_pruned": r.max_abs_pruned,
+            "iterations": r.iterations,
+            "failed_rows": r.failed_rows,
+            "regularized_rows": r.regularized_rows,
+        });
+        println!("{value}");
+    } else {
+        println!(
+            "layer {}x{}, mask {mask_source} ({:.1}% pruned), solver {}",
+            r.m,
+            r.n,
+            100.0 * problem.mask().sparsity(),
+            r.solver
+        );
+        println!("  solve time        {:.3} s ({} threads)", r.seconds, par.threads());
+        println!("  error E, mask only {:.6}", r.error_before);
+        println!(
+            "  error E, solved    {:.6}  ({:.1}% of mask-only)",
+            r.error_after,
+            100.0 * r.error_after / r.error_before.max(f64::MIN_POSITIVE)
+        );
+        println!("  max KKT residual   {:.2e}", r.kkt_residual);
+        println!("  rows regularized   {}, failed {}", r.regularized_rows, r.failed_rows);
+        if let Some(out) = &args.out {
+            println!("  wrote {}", out.display());
+        }
+    }
+    Ok(())
+}

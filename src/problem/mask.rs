@@ -1,0 +1,172 @@
+//! Pruning masks: per row, the set of pruned input columns, stored as a bitset.
+
+use ndarray::{Array2, ArrayView2};
+
+use super::pattern::{RatioScope, SparsityPattern};
+use crate::error::{OptimaError, Result};
+
+/// Which weights of an m×n layer are pruned: bit `j` of row `i` set means `W[i, j]` becomes 0.
+///
+/// Compact (one bit per weight) and cheap to compare row against row, so rows with identical
+/// masks can share work.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mask {
+    rows: usize,
+    cols: usize,
+    words: usize,
+    bits: Vec<u64>,
+}
+
+impl Mask {
+    /// A mask that prunes nothing.
+    pub fn empty(rows: usize, cols: usize) -> Self {
+        let words = cols.div_ceil(64);
+        Self { rows, cols, words, bits: vec![0; rows * words] }
+    }
+
+    /// Builds a mask from a predicate `pruned(i, j)`.
+    pub fn from_fn(rows: usize, cols: usize, mut pruned: impl FnMut(usize, usize) -> bool) -> Self {
+        let mut mask = Self::empty(rows, cols);
+        for i in 0..rows {
+            for j in 0..cols {
+                if pruned(i, j) {
+                    mask.set(i, j, true);
+                }
+            }
+        }
+        mask
+    }
+
+    /// Builds a mask from a dense u8 matrix, 1 = pruned, 0 = kept; any other value is an error.
+    pub fn from_dense(dense: ArrayView2<'_, u8>) -> Result<Self> {
+        let (rows, cols) = dense.dim();
+        let mut mask = Self::empty(rows, cols);
+        for ((i, j), &v) in dense.indexed_iter() {
+            match v {
+                0 => {}
+                1 => mask.set(i, j, true),
+                other => {
+                    return Err(OptimaError::MaskViolation {
+                        row: i,
+                        detail: format!("entry [{i}, {j}] is {other}; a mask holds 1 (pruned) or 0 (kept)"),
+                    });
+                }
+            }
+        }
+        Ok(mask)
+    }
+
+    /// The mask as a dense u8 matrix, 1 = pruned.
+    pub fn to_dense(&self) -> Array2<u8> {
+        Array2::from_shape_fn((self.rows, self.cols), |(i, j)| u8::from(self.is_pruned(i, j)))
+    }
+
+    /// Number of rows (outputs).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns (inputs).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Marks `W[i, j]` pruned or kept. Panics only on out-of-range indices (a caller bug).
+    pub fn set(&mut self, i: usize, j: usize, pruned: bool) {
+        let word = &mut self.bits[i * self.words + j / 64];
+        let bit = 1u64 << (j % 64);
+        if pruned {
+            *word |= bit;
+        } else {
+            *word &= !bit;
+        }
+    }
+
+    /// Whether `W[i, j]` is pruned.
+    pub fn is_pruned(&self, i: usize, j: usize) -> bool {
+        self.bits[i * self.words + j / 64] >> (j % 64) & 1 == 1
+    }
+
+    /// The bit words of row `i` (for grouping rows with identical masks).
+    pub fn row_words(&self, i: usize) -> &[u64] {
+        &self.bits[i * self.words..(i + 1) * self.words]
+    }
+
+    /// Number of pruned entries in row `i`.
+    pub fn pruned_in_row(&self, i: usize) -> usize {
+        self.row_words(i).iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// Total number of pruned entries.
+    pub fn total_pruned(&self) -> usize {
+        self.bits.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// Fraction of entries pruned.
+    pub fn sparsity(&self) -> f64 {
+        let total = self.rows * self.cols;
+        if total == 0 { 0.0 } else { self.total_pruned() as f64 / total as f64 }
+    }
+
+    /// Pruned column indices of row `i`, ascending.
+    pub fn pruned_indices(&self, i: usize) -> Vec<usize> {
+        (0..self.cols).filter(|&j| self.is_pruned(i, j)).collect()
+    }
+
+    /// Kept column indices of row `i`, ascending.
+    pub fn kept_indices(&self, i: usize) -> Vec<usize> {
+        (0..self.cols).filter(|&j| !self.is_pruned(i, j)).collect()
+    }
+
+    /// Checks that the mask follows `pattern` exactly.
+    pub fn validate(&self, pattern: &SparsityPattern) -> Result<()> {
+        pattern.validate(self.cols)?;
+        match *pattern {
+            SparsityPattern::Unstructured { ratio, scope: RatioScope::PerRow } => {
+                let want = pruned_count(ratio, self.cols);
+                for i in 0..self.rows {
+                    let got = self.pruned_in_row(i);
+                    if got != want {
+                        return Err(OptimaError::MaskViolation {
+                            row: i,
+                            detail: format!("prunes {got} of {} entries, pattern {pattern} needs {want}", self.cols),
+                        });
+                    }
+                }
+            }
+            SparsityPattern::Unstructured { ratio, scope: RatioScope::PerLayer } => {
+                let want = pruned_count(ratio, self.rows * self.cols);
+                let got = self.total_pruned();
+                if got != want {
+                    return Err(OptimaError::MaskViolation {
+                        row: 0,
+                        detail: format!("layer prunes {got} entries, pattern {pattern} needs {want}"),
+                    });
+                }
+            }
+            SparsityPattern::NM { keep, group } => {
+                for i in 0..self.rows {
+                    for g in 0..self.cols / group {
+                        let kept = (g * group..(g + 1) * group).filter(|&j| !self.is_pruned(i, j)).count();
+                        if kept != keep {
+                            return Err(OptimaError::MaskViolation {
+                                row: i,
+                                detail: format!(
+                                    "group {g} (columns {}..{}) keeps {kept}, pattern {pattern} needs {keep}",
+                                    g * group,
+                                    (g + 1) * group
+                                ),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Entries pruned for `ratio` of `total`: `⌊ratio · total⌋`.
+pub fn pruned_count(ratio: f64, total: usize) -> usize {
+    ((ratio * total as f64).floor() as usize).min(total)
+}

@@ -1,0 +1,313 @@
+//! The exact solver: per row, a Cholesky of the smaller of `H_SS` (primal) and `G_PP` with
+//! `G = H⁻¹` (dual); rows with identical masks share one factorization; rows run in parallel.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use faer::{Accum, Mat, Par};
+use ndarray::{Array2, ArrayView2};
+use rayon::prelude::*;
+
+use super::{QpSolver, evaluate::evaluate};
+use crate::backend::Parallelism;
+use crate::backend::cpu::{Factorization, cholesky_inverse, cholesky_solve, cholesky_with_retry, times_hessian};
+use crate::error::{OptimaError, Result};
+use crate::problem::{LayerProblem, Mask, RowStatus, Solution};
+
+/// Which closed form `direct` uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DirectForm {
+    /// The cheaper one per group of rows, by the cost model `min(k³, p³ + …)` (default).
+    #[default]
+    Auto,
+    /// Always `H_SS ŵ_S = (H w)_S`: one |S|×|S| Cholesky per group.
+    Primal,
+    /// Always `λ = G_PP⁻¹ w_P`, `ŵ = w − G_{:,P} λ`: one |P|×|P| Cholesky per group.
+    Dual,
+}
+
+/// Settings of [`DirectSolver`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DirectSettings {
+    /// Threads to use.
+    pub parallelism: Parallelism,
+    /// Primal, dual or automatic.
+    pub form: DirectForm,
+}
+
+impl DirectSettings {
+    /// Sets the parallelism.
+    pub fn parallelism(mut self, parallelism: Parallelism) -> Self {
+        self.parallelism = parallelism;
+        self
+    }
+
+    /// Sets the closed form.
+    pub fn form(mut self, form: DirectForm) -> Self {
+        self.form = form;
+        self
+    }
+}
+
+/// The exact per-row solver (DESIGN.md §1, cost `m · min(k, p)³ / 3`).
+#[derive(Clone, Debug, Default)]
+pub struct DirectSolver {
+    settings: DirectSettings,
+}
+
+impl DirectSolver {
+    /// A solver with the given settings.
+    pub fn new(settings: DirectSettings) -> Self {
+        Self { settings }
+    }
+
+    /// Its settings.
+    pub fn settings(&self) -> &DirectSettings {
+        &self.settings
+    }
+}
+
+/// The flop count of the factorizations `direct` needs: `Σ_i min(k_i, p_i)³ / 3`.
+pub fn direct_flops(mask: &Mask) -> f64 {
+    (0..mask.rows())
+        .map(|i| {
+            let p = mask.pruned_in_row(i) as f64;
+            let k = mask.cols() as f64 - p;
+            k.min(p).powi(3) / 3.0
+        })
+        .sum()
+}
+
+/// Rows that share one mask, and the form chosen for them.
+struct Group {
+    rows: Vec<usize>,
+    kept: Vec<usize>,
+    pruned: Vec<usize>,
+    dual: bool,
+}
+
+/// One group's answer: `rows.len()` rows of n values, and their status.
+struct GroupAnswer {
+    values: Vec<f64>,
+    status: RowStatus,
+}
+
+impl QpSolver for DirectSolver {
+    fn name(&self) -> &str {
+        "direct"
+    }
+
+    fn solve(&self, problem: &LayerProblem, _warm_start: Option<ArrayView2<'_, f64>>) -> Result<Solution> {
+        let par = self.settings.parallelism;
+        let start = Instant::now();
+        let (weight, status) = par.install(|| self.solve_rows(problem))??;
+        let seconds = start.elapsed().as_secs_f64();
+        let iterations = vec![1; problem.rows()];
+        let report =
+            par.install(|| evaluate(self.name(), problem, weight.view(), &iterations, &status, seconds, par))?;
+        Ok(Solution { weight, report })
+    }
+}
+
+impl DirectSolver {
+    fn solve_rows(&self, problem: &LayerProblem) -> Result<(Array2<f64>, Vec<RowStatus>)> {
+        let par = self.settings.parallelism;
+        let (m, n) = (problem.rows(), problem.cols());
+        let h = problem.hessian().matrix();
+        let w = problem.weight();
+        let mut groups = group_rows(problem.mask());
+        self.choose_forms(&mut groups, n);
+
+        // G = H⁻¹, once, when some group takes the dual form; if H will not factor, go primal.
+        let inverse = if groups.iter().any(|g| g.dual) {
+            let mut l = Mat::<f64>::zeros(n, n);
+            let fill = |mut a: faer::MatMut<'_, f64>| {
+                for j in 0..n {
+                    for i in j..n {
+                        a[(i, j)] = h[[i, j]];
+                    }
+                }
+            };
+            match cholesky_with_retry(&mut l, fill, par.faer()) {
+                Ok(Factorization::Clean) => Some(cholesky_inverse(l.as_ref(), par.faer())),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        if inverse.is_none() {
+            groups.iter_mut().for_each(|g| g.dual = false);
+        }
+        // Right-hand sides of the primal form: (H d0)_S with d0 = −w on P, 0 on S.
+        let h_d0 = if groups.iter().any(|g| !g.dual) {
+            let d0 = &problem.masked_weight() - &w;
+            Some(times_hessian(d0.view(), h, par))
+        } else {
+            None
+        };
+
+        let inner = if groups.len() < par.threads() { par.faer() } else { Par::Seq };
+        let answers: Vec<GroupAnswer> = groups
+            .par_iter()
+            .map(|g| match (g.dual, &inverse, &h_d0) {
+                _ if g.pruned.is_empty() => copy_rows(w, g),
+                _ if g.kept.is_empty() => {
+                    GroupAnswer { values: vec![0.0; g.rows.len() * n], status: RowStatus::Solved }
+                }
+                (true, Some(inv), _) => solve_dual(w, inv, g, inner),
+                (false, _, Some(h_d0)) => solve_primal(w, h, h_d0.view(), g, inner),
+                _ => mask_only(w, g),
+            })
+            .collect();
+
+        let mut weight = Array2::<f64>::zeros((m, n));
+        let mut status = vec![RowStatus::Solved; m];
+        for (g, answer) in groups.iter().zip(&answers) {
+            for (c, &row) in g.rows.iter().enumerate() {
+                let values = answer
+                    .values
+                    .get(c * n..(c + 1) * n)
+                    .ok_or_else(|| OptimaError::Numerical("internal: a row group returned too few values".into()))?;
+                weight.row_mut(row).iter_mut().zip(values).for_each(|(dst, &v)| *dst = v);
+                status[row] = answer.status;
+            }
+        }
+        Ok((weight, status))
+    }
+
+    /// Marks the groups that take the dual form: those where `p³/3 + 2npg < k³/3`, provided the
+    /// savings pay for computing `H⁻¹` (about `n³` flops).
+    fn choose_forms(&self, groups: &mut [Group], n: usize) {
+        let cube = |x: usize| (x as f64).powi(3) / 3.0;
+        let dual_cost = |g: &Group| cube(g.pruned.len()) + 2.0 * (n * g.pruned.len() * g.rows.len()) as f64;
+        let primal_cost = |g: &Group| cube(g.kept.len());
+        match self.settings.form {
+            DirectForm::Primal => {}
+            DirectForm::Dual => groups.iter_mut().for_each(|g| g.dual = true),
+            DirectForm::Auto => {
+                let savings: f64 = groups.iter().map(|g| (primal_cost(g) - dual_cost(g)).max(0.0)).sum();
+                if savings > (n as f64).powi(3) {
+                    groups.iter_mut().for_each(|g| g.dual = dual_cost(g) < primal_cost(g));
+                }
+            }
+        }
+    }
+}
+
+/// Rows grouped by identical masks, in order of first appearance.
+fn group_rows(mask: &Mask) -> Vec<Group> {
+    let mut index: HashMap<&[u64], usize> = HashMap::new();
+    let mut groups: Vec<Group> = Vec::new();
+    for i in 0..mask.rows() {
+        match index.get(mask.row_words(i)) {
+            Some(&g) => groups[g].rows.push(i),
+            None => {
+                index.insert(mask.row_words(i), groups.len());
+                groups.push(Group {
+                    rows: vec![i],
+                    kept: mask.kept_indices(i),
+                    pruned: mask.pruned_indices(i),
+                    dual: false,
+                });
+            }
+        }
+    }
+    groups
+}
+
+fn status_of(f: Factorization) -> RowStatus {
+    match f {
+        Factorization::Clean => RowStatus::Solved,
+        Factorization::Regularized { extra, attempts } => RowStatus::Regularized { extra_damping: extra, attempts },
+    }
+}
+
+fn copy_rows(w: ArrayView2<'_, f64>, g: &Group) -> GroupAnswer {
+    let values = g.rows.iter().flat_map(|&r| w.row(r).to_vec()).collect();
+    GroupAnswer { values, status: RowStatus::Solved }
+}
+
+/// The mask-only answer, for rows that could not be solved.
+fn mask_only(w: ArrayView2<'_, f64>, g: &Group) -> GroupAnswer {
+    let mut answer = copy_rows(w, g);
+    let n = w.ncols();
+    for c in 0..g.rows.len() {
+        for &j in &g.pruned {
+            answer.values[c * n + j] = 0.0;
+        }
+    }
+    answer.status = RowStatus::NumericalError;
+    answer
+}
+
+/// `ŵ_S = w_S + δ_S` with `H_SS δ_S = −(H d0)_S`.
+fn solve_primal(
+    w: ArrayView2<'_, f64>,
+    h: ArrayView2<'_, f64>,
+    h_d0: ArrayView2<'_, f64>,
+    g: &Group,
+    par: Par,
+) -> GroupAnswer {
+    let (n, k) = (w.ncols(), g.kept.len());
+    let mut l = Mat::<f64>::zeros(k, k);
+    let fill = |mut a: faer::MatMut<'_, f64>| {
+        for (b, &jb) in g.kept.iter().enumerate() {
+            let h_row = h.row(jb);
+            for (a_idx, &ja) in g.kept.iter().enumerate().skip(b) {
+                a[(a_idx, b)] = h_row[ja];
+            }
+        }
+    };
+    let Ok(factorization) = cholesky_with_retry(&mut l, fill, par) else {
+        return mask_only(w, g);
+    };
+    let mut rhs = Mat::<f64>::from_fn(k, g.rows.len(), |a, c| -h_d0[[g.rows[c], g.kept[a]]]);
+    cholesky_solve(l.as_ref(), rhs.as_mut(), par);
+    let mut values = vec![0.0; g.rows.len() * n];
+    for (c, &row) in g.rows.iter().enumerate() {
+        for (a, &j) in g.kept.iter().enumerate() {
+            values[c * n + j] = w[[row, j]] + rhs[(a, c)];
+        }
+    }
+    finish(values, factorization, w, g)
+}
+
+/// `λ = G_PP⁻¹ w_P`, `ŵ = w − G_{:,P} λ`, pruned entries set to 0.
+fn solve_dual(w: ArrayView2<'_, f64>, inv: &Mat<f64>, g: &Group, par: Par) -> GroupAnswer {
+    let (n, p, rows) = (w.ncols(), g.pruned.len(), g.rows.len());
+    let mut l = Mat::<f64>::zeros(p, p);
+    let fill = |mut a: faer::MatMut<'_, f64>| {
+        for (b, &jb) in g.pruned.iter().enumerate() {
+            for (a_idx, &ja) in g.pruned.iter().enumerate().skip(b) {
+                a[(a_idx, b)] = inv[(ja, jb)];
+            }
+        }
+    };
+    let Ok(factorization) = cholesky_with_retry(&mut l, fill, par) else {
+        return mask_only(w, g);
+    };
+    let mut lambda = Mat::<f64>::from_fn(p, rows, |a, c| w[[g.rows[c], g.pruned[a]]]);
+    cholesky_solve(l.as_ref(), lambda.as_mut(), par);
+    let g_cols = Mat::<f64>::from_fn(n, p, |j, a| inv[(j, g.pruned[a])]);
+    let mut out = Mat::<f64>::from_fn(n, rows, |j, c| w[[g.rows[c], j]]);
+    faer::linalg::matmul::matmul(out.as_mut(), Accum::Add, g_cols.as_ref(), lambda.as_ref(), -1.0, par);
+    let mut values = vec![0.0; rows * n];
+    for c in 0..rows {
+        for j in 0..n {
+            values[c * n + j] = out[(j, c)];
+        }
+        for &j in &g.pruned {
+            values[c * n + j] = 0.0;
+        }
+    }
+    finish(values, factorization, w, g)
+}
+
+/// The group's answer, or its mask-only weights if the solve produced a non-finite value.
+fn finish(values: Vec<f64>, factorization: Factorization, w: ArrayView2<'_, f64>, g: &Group) -> GroupAnswer {
+    if values.iter().all(|v| v.is_finite()) {
+        GroupAnswer { values, status: status_of(factorization) }
+    } else {
+        mask_only(w, g)
+    }
+}
