@@ -27,9 +27,9 @@ pub struct LlmLikeLayer {
 }
 
 impl LlmLikeLayer {
-    /// An m×n layer with `2n` tokens, 0.5% outlier channels and 8 latent factors.
+    /// An m×n layer with `2n` tokens, 0.5% outlier channels and 16 latent factors.
     pub fn new(rows: usize, cols: usize, seed: u64) -> Self {
-        Self { rows, cols, tokens: 2 * cols, outlier_fraction: 0.005, factors: 8, seed }
+        Self { rows, cols, tokens: 2 * cols, outlier_fraction: 0.005, factors: 16, seed }
     }
 
     /// The weights (m×n) and the undamped Hessian `XᵀX / N` (n×n).
@@ -47,7 +47,7 @@ impl LlmLikeLayer {
         let factors = self.factors;
         let mut rng = StdRng::seed_from_u64(self.seed.wrapping_add(1));
         let mut normal = || -> f64 { rng.sample(StandardNormal) };
-        let loadings = Mat::<f64>::from_fn(factors, n, |_, _| 0.5 * normal());
+        let loadings = Mat::<f64>::from_fn(factors, n, |_, _| normal());
         let latent = Mat::<f64>::from_fn(t, factors, |_, _| normal());
         let mut x = Mat::<f64>::from_fn(t, n, |_, _| normal());
         faer::linalg::matmul::matmul(x.as_mut(), faer::Accum::Add, latent.as_ref(), loadings.as_ref(), 1.0, par.faer());

@@ -175,12 +175,18 @@ impl DirectSolver {
         Ok((weight, status))
     }
 
-    /// Marks the groups that take the dual form: those where `p³/3 + 2npg < k³/3`, provided the
+    /// Marks the groups that take the dual form: those where `p³/3 + 2p²g + 2npg < k³/3 + 2k²g`
+    /// (factor, solve for g rows, and for the dual the product with `G_{:,P}`), provided the
     /// savings pay for computing `H⁻¹` (about `n³` flops).
     fn choose_forms(&self, groups: &mut [Group], n: usize) {
-        let cube = |x: usize| (x as f64).powi(3) / 3.0;
-        let dual_cost = |g: &Group| cube(g.pruned.len()) + 2.0 * (n * g.pruned.len() * g.rows.len()) as f64;
-        let primal_cost = |g: &Group| cube(g.kept.len());
+        let factor_and_solve = |dim: usize, rows: usize| {
+            let d = dim as f64;
+            d.powi(3) / 3.0 + 2.0 * d * d * rows as f64
+        };
+        let dual_cost = |g: &Group| {
+            factor_and_solve(g.pruned.len(), g.rows.len()) + 2.0 * (n * g.pruned.len() * g.rows.len()) as f64
+        };
+        let primal_cost = |g: &Group| factor_and_solve(g.kept.len(), g.rows.len());
         match self.settings.form {
             DirectForm::Primal => {}
             DirectForm::Dual => groups.iter_mut().for_each(|g| g.dual = true),
@@ -309,5 +315,40 @@ fn finish(values: Vec<f64>, factorization: Factorization, w: ArrayView2<'_, f64>
         GroupAnswer { values, status: status_of(factorization) }
     } else {
         mask_only(w, g)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forms(mask: &Mask, form: DirectForm) -> Vec<bool> {
+        let mut groups = group_rows(mask);
+        DirectSolver::new(DirectSettings::default().form(form)).choose_forms(&mut groups, mask.cols());
+        groups.iter().map(|g| g.dual).collect()
+    }
+
+    #[test]
+    fn auto_form_picks_the_smaller_system() {
+        // 25% pruned: |P| = 40 ≪ |S| = 120, many rows: the dual pays for H⁻¹.
+        let sparse_p = Mask::from_fn(24, 160, |i, j| (i * 7919 + j * 104_729) % 97 < 24);
+        assert!(forms(&sparse_p, DirectForm::Auto).iter().all(|&d| d));
+        // 75% pruned: the primal is smaller.
+        let sparse_s = Mask::from_fn(24, 160, |i, j| (i * 7919 + j * 104_729) % 97 >= 24);
+        assert!(forms(&sparse_s, DirectForm::Auto).iter().all(|&d| !d));
+        // One row only: H⁻¹ (n³) costs more than it saves.
+        let one_row = Mask::from_fn(1, 160, |_, j| j % 4 == 0);
+        assert!(forms(&one_row, DirectForm::Auto).iter().all(|&d| !d));
+        assert!(forms(&sparse_s, DirectForm::Dual).iter().all(|&d| d));
+    }
+
+    #[test]
+    fn identical_rows_form_one_group() {
+        let mask = Mask::from_fn(6, 10, |i, j| (i % 2 == 0) == (j < 5));
+        let groups = group_rows(&mask);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].rows, vec![0, 2, 4]);
+        assert_eq!(groups[1].rows, vec![1, 3, 5]);
+        assert_eq!(groups[0].pruned, vec![0, 1, 2, 3, 4]);
     }
 }
