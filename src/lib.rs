@@ -40,6 +40,7 @@ pub mod bench;
 pub mod error;
 pub mod hessian;
 pub mod io;
+pub mod llm;
 pub mod mask;
 pub mod problem;
 pub mod solve;

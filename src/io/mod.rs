@@ -1,5 +1,6 @@
 //! Files: layer problems and solutions as safetensors; writes are atomic.
 
+pub mod gguf;
 mod problem_file;
 
 use std::io::Write;
