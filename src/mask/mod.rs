@@ -6,6 +6,8 @@ use ndarray::{Array2, ArrayView2};
 
 pub use select::select_lowest;
 
+pub use crate::solve::sparsegpt::SparseGptMasker;
+
 use crate::error::{OptimaError, Result, check_finite};
 use crate::problem::{Hessian, Mask, SparsityPattern};
 
@@ -50,12 +52,15 @@ impl Masker for WandaMasker {
     }
 }
 
-/// A masker by name: `magnitude` or `wanda`.
+/// A masker by name: `magnitude`, `wanda` or `sparsegpt`.
 pub fn masker_by_name(name: &str) -> Result<Box<dyn Masker + Send + Sync>> {
     match name {
         "magnitude" => Ok(Box::new(MagnitudeMasker)),
         "wanda" => Ok(Box::new(WandaMasker)),
-        other => Err(OptimaError::InvalidSetting(format!("unknown masker {other:?}; choose magnitude or wanda"))),
+        "sparsegpt" => Ok(Box::new(SparseGptMasker::default())),
+        other => {
+            Err(OptimaError::InvalidSetting(format!("unknown masker {other:?}; choose magnitude, wanda or sparsegpt")))
+        }
     }
 }
 

@@ -1,13 +1,19 @@
 //! The `QpSolver` family: every solver takes a [`LayerProblem`] and returns a [`Solution`] whose
 //! report certifies it (objective, KKT residual, iterations, status, time).
 
+mod batched;
 mod direct;
 mod evaluate;
+mod pcg;
+pub mod sparsegpt;
 
 use ndarray::ArrayView2;
 
+pub use batched::{DEFAULT_TOLERANCE, IterativeSettings};
 pub use direct::{DirectForm, DirectSettings, DirectSolver, direct_flops};
 pub use evaluate::{enforce_mask, evaluate};
+pub use pcg::{PcgSettings, PcgSolver, Preconditioner};
+pub use sparsegpt::{SparseGptMasker, SparseGptSettings, SparseGptSolver};
 
 use crate::error::Result;
 use crate::problem::{LayerProblem, Solution};
@@ -20,4 +26,60 @@ pub trait QpSolver {
     /// Solves every row of `problem`. `warm_start` (m×n), where given, is a starting point that
     /// iterative solvers may use; exact solvers ignore it.
     fn solve(&self, problem: &LayerProblem, warm_start: Option<ArrayView2<'_, f64>>) -> Result<Solution>;
+}
+
+/// What `solver_by_name` needs to configure any solver from the command line or a bench.
+#[derive(Clone, Copy, Debug)]
+pub struct SolverOptions {
+    /// Relative KKT tolerance of iterative solvers.
+    pub tolerance: f64,
+    /// Iteration cap of iterative solvers (`None`: each solver's default).
+    pub max_iterations: Option<usize>,
+    /// Threads.
+    pub parallelism: crate::Parallelism,
+    /// Closed form of `direct`.
+    pub form: DirectForm,
+    /// Preconditioner of `pcg`.
+    pub preconditioner: Preconditioner,
+}
+
+impl Default for SolverOptions {
+    fn default() -> Self {
+        Self {
+            tolerance: DEFAULT_TOLERANCE,
+            max_iterations: None,
+            parallelism: crate::Parallelism::AllCores,
+            form: DirectForm::Auto,
+            preconditioner: Preconditioner::Jacobi,
+        }
+    }
+}
+
+/// Names accepted by [`solver_by_name`].
+pub const SOLVER_NAMES: &[&str] = &["direct", "pcg", "sparsegpt"];
+
+/// A solver by name, configured from `options`.
+pub fn solver_by_name(name: &str, options: &SolverOptions) -> Result<Box<dyn QpSolver + Send + Sync>> {
+    let iterative = |default_cap: usize| IterativeSettings {
+        tolerance: options.tolerance,
+        max_iterations: options.max_iterations.unwrap_or(default_cap),
+        parallelism: options.parallelism,
+    };
+    match name {
+        "direct" => Ok(Box::new(DirectSolver::new(
+            DirectSettings::default().parallelism(options.parallelism).form(options.form),
+        ))),
+        "pcg" => Ok(Box::new(PcgSolver::new(PcgSettings {
+            iterative: iterative(PcgSettings::default().iterative.max_iterations),
+            preconditioner: options.preconditioner,
+        }))),
+        "sparsegpt" => Ok(Box::new(SparseGptSolver::new(SparseGptSettings {
+            parallelism: options.parallelism,
+            ..SparseGptSettings::default()
+        }))),
+        other => Err(crate::OptimaError::InvalidSetting(format!(
+            "unknown solver {other:?}; available: {}",
+            SOLVER_NAMES.join(", ")
+        ))),
+    }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use optima::io::{read_problem_file, write_solution_file};
 use optima::mask::masker_by_name;
-use optima::solve::{DirectForm, DirectSettings, DirectSolver, QpSolver};
+use optima::solve::{DirectForm, Preconditioner, SolverOptions, solver_by_name};
 use optima::{Hessian, LayerProblem, OptimaError, Parallelism, SparsityPattern};
 use serde_json::json;
 
@@ -32,6 +32,15 @@ pub struct SolveArgs {
     /// Closed form of the direct solver: auto, primal or dual.
     #[arg(long, default_value = "auto")]
     form: String,
+    /// Relative KKT tolerance of iterative solvers.
+    #[arg(long, default_value_t = optima::solve::DEFAULT_TOLERANCE)]
+    tol: f64,
+    /// Iteration cap of iterative solvers (default: the solver's own).
+    #[arg(long)]
+    max_iter: Option<usize>,
+    /// Preconditioner of pcg: jacobi, identity or inverse.
+    #[arg(long, default_value = "jacobi")]
+    preconditioner: String,
     /// Write the reconstructed `weight` (f32) and `mask` (u8) here (safetensors).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -40,24 +49,10 @@ pub struct SolveArgs {
     json: bool,
 }
 
-fn solver_by_name(name: &str, form: &str, par: Parallelism) -> optima::Result<Box<dyn QpSolver>> {
-    let form = match form {
-        "auto" => DirectForm::Auto,
-        "primal" => DirectForm::Primal,
-        "dual" => DirectForm::Dual,
-        other => {
-            return Err(OptimaError::InvalidSetting(format!("unknown --form {other:?}; choose auto, primal or dual")));
-        }
-    };
-    match name {
-        "direct" => Ok(Box::new(DirectSolver::new(DirectSettings::default().parallelism(par).form(form)))),
-        other => Err(OptimaError::InvalidSetting(format!("unknown solver {other:?}; available: direct"))),
-    }
-}
-
 pub fn run(args: SolveArgs) -> optima::Result<()> {
     let par = Parallelism::from_threads(args.threads);
-    let solver = solver_by_name(&args.solver, &args.form, par)?;
+    let options = solver_options(&args, par)?;
+    let solver = solver_by_name(&args.solver, &options)?;
     let file = read_problem_file(&args.problem)?;
     let hessian = Hessian::new(file.hessian, args.damping)?;
     let (mask, mask_source) = match (args.pattern, file.mask) {
@@ -122,4 +117,26 @@ pub fn run(args: SolveArgs) -> optima::Result<()> {
         }
     }
     Ok(())
+}
+
+fn solver_options(args: &SolveArgs, parallelism: Parallelism) -> optima::Result<SolverOptions> {
+    let form = match args.form.as_str() {
+        "auto" => DirectForm::Auto,
+        "primal" => DirectForm::Primal,
+        "dual" => DirectForm::Dual,
+        other => {
+            return Err(OptimaError::InvalidSetting(format!("unknown --form {other:?}; choose auto, primal or dual")));
+        }
+    };
+    let preconditioner = match args.preconditioner.as_str() {
+        "jacobi" => Preconditioner::Jacobi,
+        "identity" => Preconditioner::Identity,
+        "inverse" => Preconditioner::InverseHessian,
+        other => {
+            return Err(OptimaError::InvalidSetting(format!(
+                "unknown --preconditioner {other:?}; choose jacobi, identity or inverse"
+            )));
+        }
+    };
+    Ok(SolverOptions { tolerance: args.tol, max_iterations: args.max_iter, parallelism, form, preconditioner })
 }

@@ -1,0 +1,72 @@
+//! Iterative solvers reach `direct`'s answer at tight tolerance, and report iterations truthfully.
+
+mod common;
+
+use common::{llm_like, random_mask};
+use optima::RowStatus;
+use optima::prelude::*;
+use optima::solve::{IterativeSettings, PcgSettings, PcgSolver, Preconditioner};
+
+fn problem(m: usize, n: usize, p: f64, seed: u64) -> LayerProblem {
+    let (w, h) = llm_like(m, n, seed);
+    let hessian = Hessian::new(h, 0.01).unwrap();
+    LayerProblem::new(w, hessian, random_mask(m, n, p, seed + 1)).unwrap()
+}
+
+fn pcg(tol: f64, cap: usize, preconditioner: Preconditioner) -> PcgSolver {
+    PcgSolver::new(PcgSettings { iterative: IterativeSettings::new(tol, cap), preconditioner })
+}
+
+#[test]
+fn pcg_reaches_the_exact_optimum_with_every_preconditioner() {
+    for (seed, sparsity) in [(1, 0.5), (2, 0.3), (3, 0.8)] {
+        let problem = problem(20, 48, sparsity, seed);
+        let exact = DirectSolver::default().solve(&problem, None).unwrap();
+        for pc in [Preconditioner::Identity, Preconditioner::Jacobi, Preconditioner::InverseHessian] {
+            let sol = pcg(1e-11, 500, pc).solve(&problem, None).unwrap();
+            let r = &sol.report;
+            assert_eq!(r.failed_rows, 0, "{pc:?}");
+            assert!(r.kkt_residual <= 1e-11, "{pc:?}: {}", r.kkt_residual);
+            assert_eq!(r.max_abs_pruned, 0.0);
+            let gap = (r.objective - exact.report.objective) / exact.report.objective;
+            assert!(gap.abs() < 1e-12, "{pc:?} seed {seed}: gap {gap}");
+            let diff = (&sol.weight - &exact.weight).mapv(f64::abs).fold(0.0f64, |a, &b| a.max(b));
+            assert!(diff < 1e-6, "{pc:?}: max weight difference {diff}");
+        }
+    }
+}
+
+#[test]
+fn pcg_iteration_counts_are_truthful() {
+    let problem = problem(12, 40, 0.5, 9);
+    let first = pcg(1e-9, 1000, Preconditioner::Jacobi).solve(&problem, None).unwrap();
+    for (i, row) in first.report.rows.iter().enumerate() {
+        assert_eq!(row.status, RowStatus::ReachedTolerance, "row {i}");
+        assert!(row.iterations >= 1, "row {i}");
+    }
+    // Capped one iteration short, every row that needed k ≥ 1 iterations stops unconverged at the cap.
+    let most = first.report.iterations;
+    let capped = pcg(1e-9, most - 1, Preconditioner::Jacobi).solve(&problem, None).unwrap();
+    let at_max: Vec<_> =
+        first.report.rows.iter().enumerate().filter(|(_, r)| r.iterations == most).map(|(i, _)| i).collect();
+    assert!(!at_max.is_empty());
+    for &i in &at_max {
+        assert_eq!(capped.report.rows[i].status, RowStatus::MaxIterations);
+        assert_eq!(capped.report.rows[i].iterations, most - 1);
+        assert!(capped.report.rows[i].kkt_residual > 1e-9);
+    }
+    // A cap of one iteration is one iteration.
+    let one = pcg(1e-14, 1, Preconditioner::Identity).solve(&problem, None).unwrap();
+    assert!(one.report.rows.iter().all(|r| r.iterations == 1 && r.status == RowStatus::MaxIterations));
+}
+
+#[test]
+fn pcg_uses_a_warm_start_and_rejects_a_bad_one() {
+    let problem = problem(8, 32, 0.5, 4);
+    let exact = DirectSolver::default().solve(&problem, None).unwrap();
+    let warm = pcg(1e-9, 100, Preconditioner::Jacobi).solve(&problem, Some(exact.weight.view())).unwrap();
+    assert!(warm.report.rows.iter().all(|r| r.iterations == 0 && r.status == RowStatus::ReachedTolerance));
+    let wrong = ndarray::Array2::<f64>::zeros((3, 3));
+    assert!(pcg(1e-9, 100, Preconditioner::Jacobi).solve(&problem, Some(wrong.view())).is_err());
+    assert!(pcg(0.0, 100, Preconditioner::Jacobi).solve(&problem, None).is_err());
+}
