@@ -1,4 +1,4 @@
-//! Side-by-side measurements on generated LLM-like layers: the engine behind `optima bench`.
+//! Side-by-side measurements: the engine behind `optima bench` and the criterion benches.
 
 use std::time::Instant;
 
@@ -10,8 +10,8 @@ use crate::backend::Parallelism;
 use crate::backend::cpu::cholesky_with_retry;
 use crate::error::{OptimaError, Result};
 use crate::mask::{Masker, WandaMasker};
-use crate::problem::{Hessian, LayerProblem, SparsityPattern, synthetic::LlmLikeLayer};
-use crate::solve::{DirectSettings, DirectSolver, QpSolver, direct_flops};
+use crate::problem::{Hessian, LayerProblem, SolveReport, SparsityPattern, synthetic::LlmLikeLayer};
+use crate::solve::{Preconditioner, SolverOptions, direct_flops, solver_by_name};
 
 /// One generated layer to measure.
 #[derive(Clone, Debug)]
@@ -31,7 +31,7 @@ pub struct BenchCase {
 pub struct BenchRow {
     /// `m×n`.
     pub shape: String,
-    /// The pattern.
+    /// The pattern (or `file`).
     pub pattern: String,
     /// The solver.
     pub solver: String,
@@ -41,23 +41,27 @@ pub struct BenchRow {
     pub seconds: f64,
     /// Rows per second.
     pub rows_per_second: f64,
-    /// Useful flops (`Σ min(k,p)³/3`) per second, in GFLOP/s.
+    /// Model flops of the solver (see [`model_flops`]) per second, GFLOP/s.
     pub gflops: f64,
-    /// faer's Cholesky throughput on the same block size, rows and threads, GFLOP/s.
-    pub cholesky_gflops: f64,
-    /// `gflops / cholesky_gflops`.
-    pub fraction_of_cholesky: f64,
+    /// `(objective − objective_direct) / objective_direct`, when `direct` ran too.
+    pub gap_to_direct: Option<f64>,
+    /// `seconds / seconds_direct`, when `direct` ran too.
+    pub time_vs_direct: Option<f64>,
     /// `E` before reconstruction (mask only).
     pub error_before: f64,
     /// `E` after.
     pub error_after: f64,
     /// Max relative KKT residual.
     pub kkt_residual: f64,
-    /// Max iterations.
+    /// Max iterations over rows.
     pub iterations: usize,
+    /// Rows not solved to the solver's promise.
+    pub failed_rows: usize,
+    /// For `direct`: faer's Cholesky throughput on the same block size, rows and threads, GFLOP/s.
+    pub cholesky_gflops: Option<f64>,
 }
 
-/// Generates `case`, masks it with Wanda, and returns the problem (1% damping).
+/// Generates `case` and masks it with Wanda (1% damping).
 pub fn generate_problem(case: &BenchCase, par: Parallelism) -> Result<LayerProblem> {
     let (weight, h) = LlmLikeLayer::new(case.rows, case.cols, case.seed).generate(par);
     let hessian = Hessian::new(h, crate::problem::DEFAULT_PERCDAMP)?;
@@ -94,55 +98,92 @@ pub fn cholesky_baseline_seconds(problem: &LayerProblem, dim: usize, count: usiz
     Ok(start.elapsed().as_secs_f64())
 }
 
-/// Runs `direct` on `case` and measures faer's Cholesky baseline beside it.
-pub fn bench_direct(case: &BenchCase, par: Parallelism) -> Result<BenchRow> {
-    let problem = generate_problem(case, par)?;
-    let solver = DirectSolver::new(DirectSettings::default().parallelism(par));
-    let solution = solver.solve(&problem, None)?;
-    let report = &solution.report;
-    let flops = direct_flops(problem.mask());
-    let mask = problem.mask();
-    let dim =
-        (0..mask.rows()).map(|i| mask.pruned_in_row(i).min(mask.cols() - mask.pruned_in_row(i))).max().unwrap_or(0);
-    let baseline = cholesky_baseline_seconds(&problem, dim, case.rows, par)?;
-    let baseline_flops = case.rows as f64 * (dim as f64).powi(3) / 3.0;
-    let gflops = flops / report.seconds / 1e9;
-    let cholesky_gflops = baseline_flops / baseline / 1e9;
-    Ok(BenchRow {
-        shape: format!("{}x{}", case.rows, case.cols),
-        pattern: case.pattern.to_string(),
-        solver: solver.name().to_string(),
-        threads: par.threads(),
-        seconds: report.seconds,
-        rows_per_second: case.rows as f64 / report.seconds,
-        gflops,
-        cholesky_gflops,
-        fraction_of_cholesky: gflops / cholesky_gflops,
-        error_before: report.error_before,
-        error_after: report.error_after,
-        kkt_residual: report.kkt_residual,
-        iterations: report.iterations,
-    })
+/// The flops a solver's model charges for a report: `direct` its factorizations
+/// `Σ min(k,p)³/3`; the batched iterative solvers `2n²` per row-iteration and GEMM (two GEMMs for
+/// PCG with the inverse-Hessian preconditioner); SparseGPT `4n³/3 + mn²`.
+pub fn model_flops(report: &SolveReport, problem: &LayerProblem, options: &SolverOptions) -> f64 {
+    let n = problem.cols() as f64;
+    let row_iterations: f64 = report.rows.iter().map(|r| r.iterations as f64).sum();
+    match report.solver.as_str() {
+        "direct" => direct_flops(problem.mask()),
+        "sparsegpt" => 4.0 * n.powi(3) / 3.0 + problem.rows() as f64 * n * n,
+        "pcg" if options.preconditioner == Preconditioner::InverseHessian => 4.0 * n * n * row_iterations + n.powi(3),
+        "auto" if report.iterations > 1 => 4.0 * n * n * row_iterations + n.powi(3),
+        "auto" => direct_flops(problem.mask()),
+        _ => 2.0 * n * n * row_iterations,
+    }
+}
+
+/// Runs `solvers` on `problem` side by side (direct first when listed, as the reference).
+pub fn bench_problem(
+    shape: &str,
+    pattern: &str,
+    problem: &LayerProblem,
+    solvers: &[String],
+    options: &SolverOptions,
+) -> Result<Vec<BenchRow>> {
+    let par = options.parallelism;
+    let mut order: Vec<&String> = solvers.iter().filter(|s| *s == "direct").collect();
+    order.extend(solvers.iter().filter(|s| *s != "direct"));
+    let mut reference: Option<(f64, f64)> = None;
+    let mut rows = Vec::new();
+    for name in order {
+        let solver = solver_by_name(name, options)?;
+        let report = solver.solve(problem, None)?.report;
+        let mut cholesky_gflops = None;
+        if name == "direct" {
+            reference = Some((report.objective, report.seconds));
+            let mask = problem.mask();
+            let dim = (0..mask.rows())
+                .map(|i| mask.pruned_in_row(i).min(mask.cols() - mask.pruned_in_row(i)))
+                .max()
+                .unwrap_or(0);
+            if dim > 0 {
+                let baseline = cholesky_baseline_seconds(problem, dim, problem.rows(), par)?;
+                cholesky_gflops = Some(problem.rows() as f64 * (dim as f64).powi(3) / 3.0 / baseline / 1e9);
+            }
+        }
+        rows.push(BenchRow {
+            shape: shape.to_string(),
+            pattern: pattern.to_string(),
+            solver: name.clone(),
+            threads: par.threads(),
+            seconds: report.seconds,
+            rows_per_second: problem.rows() as f64 / report.seconds,
+            gflops: model_flops(&report, problem, options) / report.seconds / 1e9,
+            gap_to_direct: reference.map(|(obj, _)| (report.objective - obj) / obj.max(f64::MIN_POSITIVE)),
+            time_vs_direct: reference.map(|(_, secs)| report.seconds / secs),
+            error_before: report.error_before,
+            error_after: report.error_after,
+            kkt_residual: report.kkt_residual,
+            iterations: report.iterations,
+            failed_rows: report.failed_rows,
+            cholesky_gflops,
+        });
+    }
+    Ok(rows)
 }
 
 /// Renders bench rows as a Markdown table.
 pub fn markdown_table(rows: &[BenchRow]) -> String {
     let mut out = String::from(
-        "| shape | pattern | solver | threads | seconds | rows/s | GFLOP/s | faer chol GFLOP/s | % of chol | E before | E after | KKT |\n\
-         |---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| shape | pattern | solver | threads | seconds | × direct | gap to direct | iterations | GFLOP/s | faer chol GFLOP/s | E before | E after | KKT |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
+    let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "–".to_string());
     for r in rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {:.3} | {:.0} | {:.1} | {:.1} | {:.0}% | {:.4} | {:.4} | {:.1e} |\n",
+            "| {} | {} | {} | {} | {:.3} | {} | {} | {} | {:.1} | {} | {:.5} | {:.5} | {:.1e} |\n",
             r.shape,
             r.pattern,
             r.solver,
             r.threads,
             r.seconds,
-            r.rows_per_second,
+            opt(r.time_vs_direct, &|v| format!("{v:.2}")),
+            opt(r.gap_to_direct, &|v| format!("{v:.1e}")),
+            r.iterations,
             r.gflops,
-            r.cholesky_gflops,
-            100.0 * r.fraction_of_cholesky,
+            opt(r.cholesky_gflops, &|v| format!("{v:.1}")),
             r.error_before,
             r.error_after,
             r.kkt_residual

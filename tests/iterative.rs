@@ -70,3 +70,81 @@ fn pcg_uses_a_warm_start_and_rejects_a_bad_one() {
     assert!(pcg(1e-9, 100, Preconditioner::Jacobi).solve(&problem, Some(wrong.view())).is_err());
     assert!(pcg(0.0, 100, Preconditioner::Jacobi).solve(&problem, None).is_err());
 }
+
+#[test]
+fn admm_reaches_the_exact_optimum() {
+    use optima::solve::{AdmmSettings, AdmmSolver};
+    for (seed, sparsity) in [(11, 0.5), (12, 0.7)] {
+        let problem = problem(16, 40, sparsity, seed);
+        let exact = DirectSolver::default().solve(&problem, None).unwrap();
+        for adaptive_rho in [true, false] {
+            let settings =
+                AdmmSettings { iterative: IterativeSettings::new(1e-10, 20_000), adaptive_rho, ..Default::default() };
+            let sol = AdmmSolver::new(settings).solve(&problem, None).unwrap();
+            assert_eq!(sol.report.failed_rows, 0, "adaptive {adaptive_rho}");
+            assert!(sol.report.kkt_residual <= 1e-10);
+            assert_eq!(sol.report.max_abs_pruned, 0.0);
+            let gap = (sol.report.objective - exact.report.objective) / exact.report.objective;
+            assert!(gap.abs() < 1e-12, "gap {gap}");
+            assert!(sol.report.rows.iter().all(|r| r.iterations % 5 == 0 && r.status == RowStatus::ReachedTolerance));
+        }
+    }
+}
+
+#[test]
+fn pdhg_converges_when_asked_to_and_stops_early_at_the_papers_tolerance() {
+    use optima::solve::{PdhgSettings, PdhgSolver};
+    let problem = problem(8, 24, 0.5, 21);
+    let exact = DirectSolver::default().solve(&problem, None).unwrap();
+    let tight = PdhgSettings { iterative: IterativeSettings::new(1e-2, 200_000), eps_abs: 1e-10, eps_rel: 1e-10 };
+    let sol = PdhgSolver::new(tight).solve(&problem, None).unwrap();
+    assert_eq!(sol.report.failed_rows, 0);
+    let gap = (sol.report.objective - exact.report.objective) / exact.report.objective;
+    assert!(gap.abs() < 1e-6, "gap {gap}");
+    assert_eq!(sol.report.max_abs_pruned, 0.0);
+    let loose = PdhgSolver::default().solve(&problem, None).unwrap();
+    assert!(loose.report.rows.iter().all(|r| r.status == RowStatus::ReachedTolerance && r.iterations % 64 == 0));
+    assert!(loose.report.iterations < sol.report.iterations);
+    assert!(loose.report.objective >= exact.report.objective * (1.0 - 1e-12));
+    let capped = PdhgSettings { iterative: IterativeSettings::new(1e-2, 10), eps_abs: 1e-12, eps_rel: 1e-12 };
+    let sol = PdhgSolver::new(capped).solve(&problem, None).unwrap();
+    assert!(sol.report.rows.iter().all(|r| r.status == RowStatus::MaxIterations && r.iterations == 10));
+}
+
+#[test]
+fn auto_meets_its_tolerance_whichever_way_it_goes() {
+    use optima::solve::{AutoPlan, AutoSettings, AutoSolver};
+    // Small layers: direct is cheaper. Wide ones: PCG is.
+    let auto = AutoSolver::new(AutoSettings { tolerance: 1e-6, ..Default::default() });
+    assert_eq!(auto.plan(&optima::Mask::from_fn(576, 576, |_, j| j % 2 == 0)), AutoPlan::Direct);
+    assert!(matches!(auto.plan(&optima::Mask::from_fn(64, 4096, |_, j| j % 2 == 0)), AutoPlan::Pcg { .. }));
+    for (m, n) in [(12, 40), (300, 200)] {
+        let problem = problem(m, n, 0.5, 31);
+        let exact = DirectSolver::default().solve(&problem, None).unwrap();
+        let auto = AutoSolver::new(AutoSettings { tolerance: 1e-9, ..Default::default() });
+        let sol = auto.solve(&problem, None).unwrap();
+        assert_eq!(sol.report.solver, "auto");
+        assert_eq!(sol.report.failed_rows, 0);
+        assert!(sol.report.kkt_residual <= 1e-9);
+        let gap = (sol.report.objective - exact.report.objective) / exact.report.objective;
+        assert!(gap.abs() < 1e-10, "{m}x{n}: gap {gap}");
+    }
+    // The PCG path, converging within its cap, and cut short so that direct finishes the rest.
+    let problem = problem(40, 64, 0.5, 32);
+    let exact = DirectSolver::default().solve(&problem, None).unwrap();
+    for cap in [500, 2] {
+        let plan_override = Some(AutoPlan::Pcg { max_iterations: cap });
+        let auto = AutoSolver::new(AutoSettings { tolerance: 1e-9, plan_override, ..Default::default() });
+        let sol = auto.solve(&problem, None).unwrap();
+        assert_eq!(sol.report.failed_rows, 0);
+        assert!(sol.report.kkt_residual <= 1e-9, "cap {cap}: {}", sol.report.kkt_residual);
+        let gap = (sol.report.objective - exact.report.objective) / exact.report.objective;
+        assert!(gap.abs() < 1e-10, "cap {cap}: gap {gap}");
+        let finished_exactly = sol.report.rows.iter().filter(|r| r.status == RowStatus::Solved).count();
+        if cap == 2 {
+            assert!(finished_exactly > 0 && sol.report.iterations == 3);
+        } else {
+            assert_eq!(finished_exactly, 0);
+        }
+    }
+}

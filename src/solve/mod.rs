@@ -1,18 +1,24 @@
 //! The `QpSolver` family: every solver takes a [`LayerProblem`] and returns a [`Solution`] whose
 //! report certifies it (objective, KKT residual, iterations, status, time).
 
+mod admm;
+mod auto;
 mod batched;
 mod direct;
 mod evaluate;
 mod pcg;
+mod pdhg;
 pub mod sparsegpt;
 
 use ndarray::ArrayView2;
 
+pub use admm::{AdmmSettings, AdmmSolver};
+pub use auto::{AutoPlan, AutoSettings, AutoSolver};
 pub use batched::{DEFAULT_TOLERANCE, IterativeSettings};
 pub use direct::{DirectForm, DirectSettings, DirectSolver, direct_flops};
 pub use evaluate::{enforce_mask, evaluate};
 pub use pcg::{PcgSettings, PcgSolver, Preconditioner};
+pub use pdhg::{PdhgSettings, PdhgSolver};
 pub use sparsegpt::{SparseGptMasker, SparseGptSettings, SparseGptSolver};
 
 use crate::error::Result;
@@ -41,6 +47,8 @@ pub struct SolverOptions {
     pub form: DirectForm,
     /// Preconditioner of `pcg`.
     pub preconditioner: Preconditioner,
+    /// `eps_abs = eps_rel` of `pdhg` (`None`: the paper's 1e-2).
+    pub pdhg_tolerance: Option<f64>,
 }
 
 impl Default for SolverOptions {
@@ -51,12 +59,13 @@ impl Default for SolverOptions {
             parallelism: crate::Parallelism::AllCores,
             form: DirectForm::Auto,
             preconditioner: Preconditioner::Jacobi,
+            pdhg_tolerance: None,
         }
     }
 }
 
 /// Names accepted by [`solver_by_name`].
-pub const SOLVER_NAMES: &[&str] = &["direct", "pcg", "sparsegpt"];
+pub const SOLVER_NAMES: &[&str] = &["auto", "direct", "pcg", "admm", "pdhg", "sparsegpt"];
 
 /// A solver by name, configured from `options`.
 pub fn solver_by_name(name: &str, options: &SolverOptions) -> Result<Box<dyn QpSolver + Send + Sync>> {
@@ -73,6 +82,27 @@ pub fn solver_by_name(name: &str, options: &SolverOptions) -> Result<Box<dyn QpS
             iterative: iterative(PcgSettings::default().iterative.max_iterations),
             preconditioner: options.preconditioner,
         }))),
+        "admm" => Ok(Box::new(AdmmSolver::new(AdmmSettings {
+            iterative: iterative(AdmmSettings::default().iterative.max_iterations),
+            ..AdmmSettings::default()
+        }))),
+        "auto" => Ok(Box::new(AutoSolver::new(AutoSettings {
+            tolerance: options.tolerance,
+            parallelism: options.parallelism,
+            plan_override: None,
+        }))),
+        "pdhg" => {
+            let mut settings = PdhgSettings::default();
+            settings.iterative.parallelism = options.parallelism;
+            if let Some(cap) = options.max_iterations {
+                settings.iterative.max_iterations = cap;
+            }
+            if let Some(eps) = options.pdhg_tolerance {
+                settings.eps_abs = eps;
+                settings.eps_rel = eps;
+            }
+            Ok(Box::new(PdhgSolver::new(settings)))
+        }
         "sparsegpt" => Ok(Box::new(SparseGptSolver::new(SparseGptSettings {
             parallelism: options.parallelism,
             ..SparseGptSettings::default()

@@ -1,21 +1,45 @@
-//! `optima bench`: solvers side by side on generated LLM-like layers.
+//! `optima bench`: solvers side by side on generated LLM-like layers or problem files.
+
+use std::path::PathBuf;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use optima::bench::{BenchCase, bench_direct, markdown_table};
-use optima::{OptimaError, Parallelism, SparsityPattern};
+use ndarray::Axis;
+use optima::bench::{BenchCase, BenchRow, bench_problem, generate_problem, markdown_table};
+use optima::io::read_problem_file;
+use optima::mask::masker_by_name;
+use optima::solve::{DirectForm, Preconditioner, SolverOptions};
+use optima::{Hessian, LayerProblem, Mask, OptimaError, Parallelism, SparsityPattern};
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Layer shapes `MxN`; repeat the flag for several.
-    #[arg(long = "shape", value_parser = parse_shape, default_values = ["576x576", "576x1536", "1536x576"])]
+    /// Layer shapes `MxN` to generate; repeat the flag for several.
+    #[arg(long = "shape", value_parser = parse_shape)]
     shapes: Vec<(usize, usize)>,
-    /// Patterns; repeat the flag for several.
+    /// Problem files to bench instead of (or besides) generated shapes; repeat for several.
+    #[arg(long = "problem")]
+    problems: Vec<PathBuf>,
+    /// Patterns for Wanda masks; repeat the flag for several (files with a mask use theirs).
     #[arg(long = "pattern", default_values = ["0.5", "2:4"])]
     patterns: Vec<SparsityPattern>,
-    /// Solvers to run.
+    /// Solvers to run, comma-separated (direct, when listed, runs first as the reference).
     #[arg(long, default_value = "direct", value_delimiter = ',')]
     solvers: Vec<String>,
+    /// Relative KKT tolerance of iterative solvers (pdhg keeps its own 1e-2 unless --pdhg-tol).
+    #[arg(long, default_value_t = optima::solve::DEFAULT_TOLERANCE)]
+    tol: f64,
+    /// eps_abs = eps_rel of pdhg.
+    #[arg(long)]
+    pdhg_tol: Option<f64>,
+    /// Iteration cap of iterative solvers.
+    #[arg(long)]
+    max_iter: Option<usize>,
+    /// Preconditioner of pcg: jacobi, identity or inverse.
+    #[arg(long, default_value = "jacobi")]
+    preconditioner: String,
+    /// Bench only the first R rows of each layer (for shapes where direct on all rows is too slow).
+    #[arg(long)]
+    rows: Option<usize>,
     /// Threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -40,28 +64,74 @@ pub fn parse_shape(s: &str) -> Result<(usize, usize), String> {
     Ok((parse(m)?, parse(n)?))
 }
 
+fn first_rows(problem: LayerProblem, rows: Option<usize>) -> optima::Result<LayerProblem> {
+    let Some(r) = rows.filter(|&r| r < problem.rows()) else {
+        return Ok(problem);
+    };
+    let (w, h, mask) = problem.into_parts();
+    let idx: Vec<usize> = (0..r).collect();
+    let sub = Mask::from_fn(r, mask.cols(), |i, j| mask.is_pruned(i, j));
+    LayerProblem::new(w.select(Axis(0), &idx), h, sub)
+}
+
 pub fn run(args: BenchArgs) -> optima::Result<()> {
-    for s in &args.solvers {
-        if s != "direct" {
-            return Err(OptimaError::InvalidSetting(format!("unknown solver {s:?}; available: direct")));
-        }
-    }
     let par = Parallelism::from_threads(args.threads);
-    let cases: Vec<BenchCase> = args
-        .shapes
-        .iter()
-        .flat_map(|&(rows, cols)| {
-            args.patterns.iter().map(move |&pattern| BenchCase { rows, cols, pattern, seed: args.seed })
-        })
-        .collect();
-    let progress = ProgressBar::new(cases.len() as u64);
+    let preconditioner = match args.preconditioner.as_str() {
+        "jacobi" => Preconditioner::Jacobi,
+        "identity" => Preconditioner::Identity,
+        "inverse" => Preconditioner::InverseHessian,
+        other => return Err(OptimaError::InvalidSetting(format!("unknown --preconditioner {other:?}"))),
+    };
+    let options = SolverOptions {
+        tolerance: args.tol,
+        max_iterations: args.max_iter,
+        parallelism: par,
+        form: DirectForm::Auto,
+        preconditioner,
+        pdhg_tolerance: args.pdhg_tol,
+    };
+    for s in &args.solvers {
+        optima::solve::solver_by_name(s, &options)?;
+    }
+    let shapes = if args.shapes.is_empty() && args.problems.is_empty() {
+        vec![(576, 576), (576, 1536), (1536, 576)]
+    } else {
+        args.shapes.clone()
+    };
+    let total = shapes.len() * args.patterns.len() + args.problems.len();
+    let progress = ProgressBar::new(total as u64);
     progress.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let mut rows = Vec::new();
-    for case in &cases {
-        progress.set_message(format!("{}x{} {}", case.rows, case.cols, case.pattern));
-        rows.push(bench_direct(case, par)?);
+    let mut rows: Vec<BenchRow> = Vec::new();
+    for &(m, n) in &shapes {
+        for &pattern in &args.patterns {
+            progress.set_message(format!("{m}x{n} {pattern}"));
+            let case = BenchCase { rows: m, cols: n, pattern, seed: args.seed };
+            let problem = first_rows(generate_problem(&case, par)?, args.rows)?;
+            let shape = format!(
+                "{}x{n}{}",
+                problem.rows(),
+                if problem.rows() < m { format!(" (of {m})") } else { String::new() }
+            );
+            rows.extend(bench_problem(&shape, &pattern.to_string(), &problem, &args.solvers, &options)?);
+            progress.inc(1);
+        }
+    }
+    for path in &args.problems {
+        progress.set_message(path.display().to_string());
+        let file = read_problem_file(path)?;
+        let hessian = Hessian::new(file.hessian, optima::DEFAULT_PERCDAMP)?;
+        let (mask, label) = match file.mask {
+            Some(mask) => (mask, "file".to_string()),
+            None => {
+                let pattern = args.patterns.first().copied().unwrap_or(SparsityPattern::per_row(0.5)?);
+                (masker_by_name("wanda")?.select(file.weight.view(), &hessian, &pattern)?, pattern.to_string())
+            }
+        };
+        let problem = first_rows(LayerProblem::new(file.weight, hessian, mask)?, args.rows)?;
+        let shape = format!("{}x{}", problem.rows(), problem.cols());
+        rows.extend(bench_problem(&shape, &label, &problem, &args.solvers, &options)?);
         progress.inc(1);
     }
     progress.finish_and_clear();

@@ -32,9 +32,10 @@ pub struct SolveArgs {
     /// Closed form of the direct solver: auto, primal or dual.
     #[arg(long, default_value = "auto")]
     form: String,
-    /// Relative KKT tolerance of iterative solvers.
-    #[arg(long, default_value_t = optima::solve::DEFAULT_TOLERANCE)]
-    tol: f64,
+    /// Tolerance of iterative solvers: relative KKT residual (default 1e-6); for pdhg its
+    /// eps_abs = eps_rel (default 1e-2, the paper's).
+    #[arg(long)]
+    tol: Option<f64>,
     /// Iteration cap of iterative solvers (default: the solver's own).
     #[arg(long)]
     max_iter: Option<usize>,
@@ -138,5 +139,12 @@ fn solver_options(args: &SolveArgs, parallelism: Parallelism) -> optima::Result<
             )));
         }
     };
-    Ok(SolverOptions { tolerance: args.tol, max_iterations: args.max_iter, parallelism, form, preconditioner })
+    Ok(SolverOptions {
+        tolerance: args.tol.unwrap_or(optima::solve::DEFAULT_TOLERANCE),
+        max_iterations: args.max_iter,
+        parallelism,
+        form,
+        preconditioner,
+        pdhg_tolerance: args.tol,
+    })
 }
