@@ -19,7 +19,7 @@ fn solvers(c: &mut Criterion) {
                 b.iter(|| solver.solve(&problem, None).unwrap())
             });
         }
-        group.bench_function(format!("faer cholesky {rows}x{}", cols / 2), |b| {
+        group.bench_function(format!("faer cholesky {rows}x{} ({pattern} case)", cols / 2), |b| {
             b.iter(|| cholesky_baseline_seconds(&problem, cols / 2, rows, par).unwrap())
         });
     }
