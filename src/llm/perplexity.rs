@@ -1,1 +1,72 @@
-//! (in progress)
+//! Perplexity over consecutive non-overlapping windows (the protocol of DESIGN.md §6).
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::error::{OptimaError, Result};
+use crate::llm::llama::LlamaModel;
+
+/// The perplexity of a model on a token stream.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct PerplexityResult {
+    /// `exp(mean_nll)`.
+    pub ppl: f64,
+    /// Mean negative log-likelihood (natural log) per scored token.
+    pub mean_nll: f64,
+    /// Tokens scored: `windows · (window_len − 1)`.
+    pub tokens_scored: usize,
+    /// Windows evaluated.
+    pub windows: usize,
+    /// Tokens per window.
+    pub window_len: usize,
+}
+
+/// Perplexity of `model` on the first `windows · window_len` tokens of `tokens`, cut into
+/// `windows` consecutive non-overlapping windows of `window_len` tokens. Each window is run on its
+/// own (positions restart at 0) and every token after its first is scored; the result is
+/// `exp(mean NLL)` over all scored tokens. Shows a progress bar on stderr when `progress` is set.
+///
+/// Errors when `windows` is 0, `window_len < 2`, or `tokens` holds fewer than
+/// `windows · window_len` tokens (the message says how many are needed).
+pub fn perplexity(
+    model: &LlamaModel,
+    tokens: &[u32],
+    windows: usize,
+    window_len: usize,
+    progress: bool,
+) -> Result<PerplexityResult> {
+    if windows == 0 {
+        return Err(OptimaError::InvalidSetting("perplexity needs at least one window".into()));
+    }
+    if window_len < 2 {
+        return Err(OptimaError::InvalidSetting(format!(
+            "perplexity window length {window_len} is too short: a window needs at least 2 tokens"
+        )));
+    }
+    let needed = windows
+        .checked_mul(window_len)
+        .ok_or_else(|| OptimaError::InvalidSetting(format!("{windows} windows of {window_len} tokens overflow")))?;
+    if tokens.len() < needed {
+        return Err(OptimaError::InvalidSetting(format!(
+            "perplexity over {windows} windows of {window_len} tokens needs {needed} tokens, but the text has only {} \
+             (use fewer or shorter windows)",
+            tokens.len()
+        )));
+    }
+    let bar = if progress { ProgressBar::new(windows as u64) } else { ProgressBar::hidden() };
+    if let Ok(style) = ProgressStyle::with_template("perplexity {bar:30} {pos}/{len} windows [{elapsed} < {eta}] {msg}")
+    {
+        bar.set_style(style);
+    }
+    let mut sum = 0.0f64;
+    let mut count = 0usize;
+    for window in tokens[..needed].chunks_exact(window_len) {
+        let nll = model.nll(window)?;
+        sum += nll.iter().map(|&v| f64::from(v)).sum::<f64>();
+        count += nll.len();
+        bar.inc(1);
+        bar.set_message(format!("ppl {:.3}", (sum / count.max(1) as f64).exp()));
+    }
+    bar.finish_and_clear();
+    let mean_nll = sum / count.max(1) as f64;
+    Ok(PerplexityResult { ppl: mean_nll.exp(), mean_nll, tokens_scored: count, windows, window_len })
+}
