@@ -1,5 +1,8 @@
 //! The end-to-end LLM side: tokenizer from GGUF metadata, the Llama forward pass, perplexity.
 
+pub mod calibration;
 pub mod llama;
+pub mod model_file;
 pub mod perplexity;
+pub mod prune;
 pub mod tokenizer;

@@ -2,6 +2,8 @@
 
 mod bench;
 mod generate;
+mod perplexity;
+mod prune;
 mod solve;
 
 use std::process::ExitCode;
@@ -24,6 +26,10 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Measure solvers side by side on generated LLM-like layers.
     Bench(bench::BenchArgs),
+    /// Perplexity of a GGUF model on a text.
+    Perplexity(perplexity::PerplexityArgs),
+    /// Prune a GGUF Llama model block by block and write it out.
+    Prune(prune::PruneArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +38,8 @@ fn main() -> ExitCode {
         Command::Solve(args) => solve::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Perplexity(args) => perplexity::run(args),
+        Command::Prune(args) => prune::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

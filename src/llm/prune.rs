@@ -1,0 +1,299 @@
+//! Block-sequential pruning of a Llama model (DESIGN.md §6): each block sees calibration inputs
+//! that come from the already-pruned blocks before it; one Hessian per distinct linear input
+//! (q/k/v share one, gate/up share one, o and down have their own); every linear layer is masked
+//! and reconstructed; then the block's outputs are recomputed with the pruned weights.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use ndarray::{Array2, ArrayView2};
+use serde::Serialize;
+
+use super::llama::{LinearInput, LinearKind, LlamaModel};
+use crate::backend::Parallelism;
+use crate::error::{OptimaError, Result};
+use crate::hessian::{CpuHessianAccumulator, HessianAccumulator};
+use crate::mask::{MagnitudeMasker, Masker, SparseGptMasker, WandaMasker};
+use crate::problem::{Hessian, LayerProblem, Mask, SparsityPattern};
+use crate::solve::{SolverOptions, SparseGptSettings, evaluate, solver_by_name};
+
+/// How masks are chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MaskerChoice {
+    /// `|W|`.
+    Magnitude,
+    /// `|W| · ‖X_j‖`.
+    Wanda,
+    /// SparseGPT's OBS selection.
+    SparseGpt,
+}
+
+impl FromStr for MaskerChoice {
+    type Err = OptimaError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "magnitude" => Ok(Self::Magnitude),
+            "wanda" => Ok(Self::Wanda),
+            "sparsegpt" => Ok(Self::SparseGpt),
+            other => Err(OptimaError::InvalidSetting(format!(
+                "unknown masker {other:?}; choose magnitude, wanda or sparsegpt"
+            ))),
+        }
+    }
+}
+
+/// How kept weights are updated after masking.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpdateChoice {
+    /// Mask only: kept weights unchanged.
+    None,
+    /// A [`crate::solve::QpSolver`] by name (`direct`, `auto`, `pcg`, `admm`, `pdhg`, `sparsegpt`).
+    Solver(String),
+}
+
+impl FromStr for UpdateChoice {
+    type Err = OptimaError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "none" => Ok(Self::None),
+            name => {
+                solver_by_name(name, &SolverOptions::default())?;
+                Ok(Self::Solver(name.to_string()))
+            }
+        }
+    }
+}
+
+/// Settings of [`prune_model`].
+#[derive(Clone, Debug)]
+pub struct PruneSettings {
+    /// Sparsity pattern of every linear layer.
+    pub pattern: SparsityPattern,
+    /// Mask selection.
+    pub masker: MaskerChoice,
+    /// Weight update.
+    pub update: UpdateChoice,
+    /// Relative Hessian damping.
+    pub percdamp: f64,
+    /// Solver options (tolerance, threads, …).
+    pub solver: SolverOptions,
+    /// Show progress bars on stderr.
+    pub progress: bool,
+}
+
+/// What happened to one linear layer.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerRecord {
+    /// Block index.
+    pub block: usize,
+    /// Which linear layer.
+    pub layer: LinearKind,
+    /// Outputs.
+    pub rows: usize,
+    /// Inputs.
+    pub cols: usize,
+    /// Fraction of weights pruned.
+    pub sparsity: f64,
+    /// `E` with the mask alone.
+    pub error_before: f64,
+    /// `E` after the update.
+    pub error_after: f64,
+    /// Largest relative KKT residual.
+    pub kkt_residual: f64,
+    /// Largest iteration count.
+    pub iterations: usize,
+    /// Rows not solved to the solver's promise.
+    pub failed_rows: usize,
+    /// Seconds choosing the mask.
+    pub mask_seconds: f64,
+    /// Seconds updating the weights.
+    pub solve_seconds: f64,
+}
+
+/// The whole run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PruneReport {
+    /// Per linear layer, in order.
+    pub layers: Vec<LayerRecord>,
+    /// Calibration sequences × tokens.
+    pub calibration_tokens: usize,
+    /// Seconds in block forward passes (calibration inputs in, pruned outputs out).
+    pub forward_seconds: f64,
+    /// Seconds accumulating Hessians.
+    pub hessian_seconds: f64,
+    /// Seconds choosing masks.
+    pub mask_seconds: f64,
+    /// Seconds updating weights.
+    pub solve_seconds: f64,
+    /// Wall time of the whole run.
+    pub total_seconds: f64,
+    /// Mean `E` over layers with the mask alone.
+    pub mean_error_before: f64,
+    /// Mean `E` over layers after the update.
+    pub mean_error_after: f64,
+}
+
+fn to_f64(a: &Array2<f32>) -> Array2<f64> {
+    a.mapv(f64::from)
+}
+
+/// Prunes every linear layer of `model` in place, block by block, on calibration sequences.
+pub fn prune_model(model: &mut LlamaModel, calibration: &[Vec<u32>], settings: &PruneSettings) -> Result<PruneReport> {
+    if calibration.is_empty() {
+        return Err(OptimaError::Empty("no calibration sequences".into()));
+    }
+    let start = Instant::now();
+    let par = settings.solver.parallelism;
+    let mut report = PruneReport { calibration_tokens: calibration.iter().map(Vec::len).sum(), ..Default::default() };
+    let t = Instant::now();
+    let mut xs = calibration.iter().map(|seq| model.embed(seq)).collect::<Result<Vec<_>>>()?;
+    report.forward_seconds += t.elapsed().as_secs_f64();
+    let blocks = model.blocks.len();
+    let bar = if settings.progress { ProgressBar::new(blocks as u64) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("pruning {bar:30} block {pos}/{len} {elapsed_precise} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    for b in 0..blocks {
+        // One Hessian per distinct linear input, from the inputs the pruned prefix produces.
+        let config = model.config;
+        let mut accumulators: BTreeMap<LinearInput, CpuHessianAccumulator> = LinearInput::ALL
+            .iter()
+            .map(|&input| (input, CpuHessianAccumulator::new(input.dim(&config), par)))
+            .collect();
+        let mut failure: Option<OptimaError> = None;
+        let (mut forward, mut hessian) = (0.0, 0.0);
+        for x in &xs {
+            let t = Instant::now();
+            let mut capture = |input: LinearInput, a: ArrayView2<'_, f32>| {
+                let th = Instant::now();
+                if let Some(acc) = accumulators.get_mut(&input) {
+                    if let Err(e) = acc.add_batch(a) {
+                        failure.get_or_insert(e);
+                    }
+                }
+                hessian += th.elapsed().as_secs_f64();
+            };
+            model.block_forward(b, x.view(), Some(&mut capture))?;
+            forward += t.elapsed().as_secs_f64();
+        }
+        report.hessian_seconds += hessian;
+        report.forward_seconds += forward - hessian;
+        if let Some(e) = failure {
+            return Err(located(e, b, "calibration activations"));
+        }
+        let mut hessians: BTreeMap<LinearInput, Hessian> = BTreeMap::new();
+        for (input, acc) in accumulators {
+            let t = Instant::now();
+            hessians.insert(
+                input,
+                acc.finish(settings.percdamp).map_err(|e| located(e, b, &format!("{input:?} Hessian")))?,
+            );
+            report.hessian_seconds += t.elapsed().as_secs_f64();
+        }
+        for kind in LinearKind::ALL {
+            bar.set_message(format!("{kind}"));
+            let hessian = hessians
+                .get(&kind.input())
+                .ok_or_else(|| OptimaError::Numerical(format!("block {b}: no Hessian for {kind}")))?;
+            let weight = to_f64(model.blocks[b].weight(kind));
+            let record = prune_layer(b, kind, weight, hessian.clone(), settings, model.blocks[b].weight_mut(kind))
+                .map_err(|e| located(e, b, kind.short_name()))?;
+            report.mask_seconds += record.mask_seconds;
+            report.solve_seconds += record.solve_seconds;
+            report.layers.push(record);
+        }
+        // The next block's inputs, from this block with its pruned weights.
+        let t = Instant::now();
+        xs = xs.iter().map(|x| model.block_forward(b, x.view(), None)).collect::<Result<Vec<_>>>()?;
+        report.forward_seconds += t.elapsed().as_secs_f64();
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let count = report.layers.len().max(1) as f64;
+    report.mean_error_before = report.layers.iter().map(|l| l.error_before).sum::<f64>() / count;
+    report.mean_error_after = report.layers.iter().map(|l| l.error_after).sum::<f64>() / count;
+    report.total_seconds = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn located(e: OptimaError, block: usize, what: &str) -> OptimaError {
+    match e {
+        OptimaError::Numerical(msg) => OptimaError::Numerical(format!("block {block} {what}: {msg}")),
+        OptimaError::NonFinite { what: w, row, col, value } => {
+            OptimaError::NonFinite { what: format!("block {block} {what}: {w}"), row, col, value }
+        }
+        other => other,
+    }
+}
+
+/// Masks and updates one layer; writes the result into `out` (pruned entries exactly 0).
+fn prune_layer(
+    block: usize,
+    kind: LinearKind,
+    weight: Array2<f64>,
+    hessian: Hessian,
+    settings: &PruneSettings,
+    out: &mut Array2<f32>,
+) -> Result<LayerRecord> {
+    let par: Parallelism = settings.solver.parallelism;
+    let t = Instant::now();
+    let (mask, sparsegpt_weights): (Mask, Option<Array2<f64>>) = match settings.masker {
+        MaskerChoice::Magnitude => (MagnitudeMasker.select(weight.view(), &hessian, &settings.pattern)?, None),
+        MaskerChoice::Wanda => (WandaMasker.select(weight.view(), &hessian, &settings.pattern)?, None),
+        MaskerChoice::SparseGpt => {
+            let masker = SparseGptMasker::new(SparseGptSettings { parallelism: par, ..Default::default() });
+            let (mask, updated) = masker.select_and_update(weight.view(), &hessian, &settings.pattern)?;
+            (mask, Some(updated))
+        }
+    };
+    let mask_seconds = t.elapsed().as_secs_f64();
+    let problem = LayerProblem::new(weight, hessian, mask)?;
+    let (m, n) = (problem.rows(), problem.cols());
+    let t = Instant::now();
+    let (new_weight, report) = match (&settings.update, sparsegpt_weights) {
+        // SparseGPT's own update came with its mask.
+        (UpdateChoice::Solver(name), Some(updated)) if name == "sparsegpt" => {
+            let seconds = t.elapsed().as_secs_f64() + mask_seconds;
+            let status = vec![crate::problem::RowStatus::Solved; m];
+            let report =
+                par.install(|| evaluate("sparsegpt", &problem, updated.view(), &vec![1; m], &status, seconds, par))?;
+            (updated, report)
+        }
+        (UpdateChoice::Solver(name), _) => {
+            let solution = solver_by_name(name, &settings.solver)?.solve(&problem, None)?;
+            (solution.weight, solution.report)
+        }
+        (UpdateChoice::None, _) => {
+            let masked = problem.masked_weight();
+            let status = vec![crate::problem::RowStatus::Solved; m];
+            let report = par.install(|| evaluate("none", &problem, masked.view(), &vec![0; m], &status, 0.0, par))?;
+            (masked, report)
+        }
+    };
+    let solve_seconds = t.elapsed().as_secs_f64();
+    if new_weight.iter().any(|v| !v.is_finite()) {
+        return Err(OptimaError::Numerical(format!("{kind}: the update produced a non-finite weight")));
+    }
+    for ((i, j), v) in out.indexed_iter_mut() {
+        *v = if problem.mask().is_pruned(i, j) { 0.0 } else { new_weight[[i, j]] as f32 };
+    }
+    Ok(LayerRecord {
+        block,
+        layer: kind,
+        rows: m,
+        cols: n,
+        sparsity: problem.mask().sparsity(),
+        error_before: report.error_before,
+        error_after: report.error_after,
+        kkt_residual: report.kkt_residual,
+        iterations: report.iterations,
+        failed_rows: report.failed_rows,
+        mask_seconds,
+        solve_seconds,
+    })
+}
