@@ -401,6 +401,8 @@ fn bad_configs_and_inputs_are_typed_errors() {
     let x = random_input(5, c.hidden, 1);
     assert!(model.block_forward(2, x.view(), None).is_err());
     assert!(model.logits(random_input(3, c.hidden - 1, 1).view()).is_err());
+    // An empty block input gives an empty output.
+    assert_eq!(model.block_forward(0, random_input(0, c.hidden, 1).view(), None).unwrap().dim(), (0, c.hidden));
     // A weight replaced with the wrong shape is an error, not a panic.
     *model.blocks[0].weight_mut(LinearKind::Up) = Array2::zeros((3, 3));
     let err = model.block_forward(0, x.view(), None).unwrap_err();
@@ -456,4 +458,41 @@ fn smollm2_shape_speed() {
         512.0 / total,
         nll.iter().map(|&v| f64::from(v)).sum::<f64>() / nll.len() as f64
     );
+}
+
+/// End to end on the real model when `assets/` holds it (`./scripts/fetch-assets.sh`):
+/// `cargo test --release --test llama -- --ignored --nocapture real_smollm2`. A wrong RoPE
+/// convention or layout gives perplexity in the hundreds; the right one gives tens.
+#[test]
+#[ignore]
+fn real_smollm2_perplexity_is_plausible() {
+    use optima::io::gguf::{GgufFile, GgufValue};
+    use optima::llm::tokenizer::Tokenizer;
+    use std::io::Read;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+    let (model_path, text_path) = (root.join("SmolLM2-135M-Instruct.Q4_1.gguf"), root.join("jargon.txt.gz"));
+    if !model_path.exists() || !text_path.exists() {
+        eprintln!("skipped: {} or {} missing", model_path.display(), text_path.display());
+        return;
+    }
+    let gguf = GgufFile::read(&model_path).unwrap();
+    let vocab = gguf.tensor_info("token_embd.weight").unwrap().dims[1];
+    let config = LlamaConfig::from_metadata(|k| gguf.get(k).and_then(GgufValue::as_f64), vocab).unwrap();
+    assert_eq!(LlamaConfig { context: 8192, ..config }, LlamaConfig::smollm2_135m());
+    let model = LlamaModel::from_tensors(
+        config,
+        |name| gguf.tensor_matrix(name),
+        |name| gguf.tensor_vector(name),
+        |name| if gguf.tensor_info(name).is_ok() { gguf.tensor_matrix(name).map(Some) } else { Ok(None) },
+    )
+    .unwrap();
+    let tokenizer = Tokenizer::from_gguf(&gguf).unwrap();
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&text_path).unwrap()).read_to_string(&mut text).unwrap();
+    let at = |i: usize| (i..).find(|&i| text.is_char_boundary(i)).unwrap();
+    let tokens = tokenizer.encode(&text[at(text.len() / 2)..at(text.len() / 2 + 20_000)]);
+    let t0 = std::time::Instant::now();
+    let r = perplexity(&model, &tokens, 4, 512, false).unwrap();
+    println!("SmolLM2-135M Q4_1 on jargon: {r:?} in {:.2} s", t0.elapsed().as_secs_f64());
+    assert!(r.ppl > 2.0 && r.ppl < 60.0, "{r:?}");
 }

@@ -765,15 +765,26 @@ impl RopeTable {
         x.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(pos, mut row)| {
             let cos = &self.cos[pos * half..(pos + 1) * half];
             let sin = &self.sin[pos * half..(pos + 1) * half];
-            for h in 0..row.len() / head_dim {
-                for i in 0..half {
-                    let (a, b) = (h * head_dim + 2 * i, h * head_dim + 2 * i + 1);
-                    let (x0, x1) = (row[a], row[b]);
-                    row[a] = x0 * cos[i] - x1 * sin[i];
-                    row[b] = x0 * sin[i] + x1 * cos[i];
+            match row.as_slice_mut() {
+                Some(values) => rotate_pairs(values, cos, sin, head_dim),
+                None => {
+                    let mut values = row.to_vec();
+                    rotate_pairs(&mut values, cos, sin, head_dim);
+                    row.assign(&ndarray::aview1(&values));
                 }
             }
         });
+    }
+}
+
+/// Rotates pair i of every `head_dim`-wide head in `row` by the angle with `cos[i]`, `sin[i]`.
+fn rotate_pairs(row: &mut [f32], cos: &[f32], sin: &[f32], head_dim: usize) {
+    for head in row.chunks_exact_mut(head_dim) {
+        for ((pair, &c), &s) in head.chunks_exact_mut(2).zip(cos).zip(sin) {
+            let (x0, x1) = (pair[0], pair[1]);
+            pair[0] = x0 * c - x1 * s;
+            pair[1] = x0 * s + x1 * c;
+        }
     }
 }
 
@@ -800,35 +811,34 @@ fn attention(
             let qh = q.slice(s![r0..r1, h * d..(h + 1) * d]);
             let kh = k.slice(s![..r1, g * d..(g + 1) * d]);
             let vh = v.slice(s![..r1, g * d..(g + 1) * d]);
-            let mut scores = Array2::<f32>::zeros((r1 - r0, r1));
+            let rows = r1 - r0;
+            let mut scores = vec![0.0f32; rows * r1];
             faer::linalg::matmul::matmul(
-                scores.view_mut().into_faer(),
+                faer::MatMut::from_row_major_slice_mut(&mut scores, rows, r1),
                 Accum::Replace,
                 qh.into_faer(),
                 kh.into_faer().transpose(),
                 scale,
                 Par::Seq,
             );
-            for (i, mut row) in scores.axis_iter_mut(Axis(0)).enumerate() {
-                let visible = r0 + i + 1;
-                let max = row.iter().take(visible).fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+            for (i, row) in scores.chunks_exact_mut(r1).enumerate() {
+                // Row i is position r0 + i: it sees keys 0..=r0 + i.
+                let (visible, future) = row.split_at_mut(r0 + i + 1);
+                let max = visible.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
                 let mut sum = 0.0f32;
-                for (j, s) in row.iter_mut().enumerate() {
-                    if j < visible {
-                        *s = exp(*s - max);
-                        sum += *s;
-                    } else {
-                        *s = 0.0;
-                    }
+                for v in visible.iter_mut() {
+                    *v = exp(*v - max);
+                    sum += *v;
                 }
                 let inv = 1.0 / sum;
-                row.iter_mut().take(visible).for_each(|s| *s *= inv);
+                visible.iter_mut().for_each(|v| *v *= inv);
+                future.fill(0.0);
             }
             let mut out = Array2::<f32>::zeros((r1 - r0, d));
             faer::linalg::matmul::matmul(
                 out.view_mut().into_faer(),
                 Accum::Replace,
-                scores.view().into_faer(),
+                faer::MatRef::from_row_major_slice(&scores, rows, r1),
                 vh.into_faer(),
                 1.0,
                 Par::Seq,
