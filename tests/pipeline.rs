@@ -73,6 +73,7 @@ fn settings(pattern: &str, masker: MaskerChoice, update: &str) -> PruneSettings 
         update: update.parse().unwrap(),
         percdamp: 0.01,
         solver: SolverOptions { parallelism: Parallelism::Threads(2), ..SolverOptions::default() },
+        max_blocks: None,
         progress: false,
     }
 }
@@ -240,4 +241,19 @@ fn the_cli_prunes_evaluates_and_refuses_to_overwrite() {
     let missing = run(&["perplexity", "--model", "/nonexistent/m.gguf", "--text", &s(&text)].map(String::from));
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("fetch-assets"));
+}
+
+#[test]
+fn max_blocks_leaves_later_blocks_dense() {
+    let mut model = LlamaModel::random(tiny_config(), 5).unwrap();
+    let dense = model.clone();
+    let mut s = settings("0.5", MaskerChoice::Magnitude, "direct");
+    s.max_blocks = Some(1);
+    let report = prune_model(&mut model, &calibration(1), &s).unwrap();
+    assert_eq!(report.layers.len(), 7);
+    assert!(report.layers.iter().all(|l| l.block == 0));
+    assert_ne!(model.blocks[0].q, dense.blocks[0].q);
+    for kind in LinearKind::ALL {
+        assert_eq!(model.blocks[1].weight(kind), dense.blocks[1].weight(kind));
+    }
 }

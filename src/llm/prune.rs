@@ -81,6 +81,8 @@ pub struct PruneSettings {
     pub percdamp: f64,
     /// Solver options (tolerance, threads, …).
     pub solver: SolverOptions,
+    /// Prune only the first this many blocks (`None`: all); later blocks stay dense.
+    pub max_blocks: Option<usize>,
     /// Show progress bars on stderr.
     pub progress: bool,
 }
@@ -152,7 +154,7 @@ pub fn prune_model(model: &mut LlamaModel, calibration: &[Vec<u32>], settings: &
     let t = Instant::now();
     let mut xs = calibration.iter().map(|seq| model.embed(seq)).collect::<Result<Vec<_>>>()?;
     report.forward_seconds += t.elapsed().as_secs_f64();
-    let blocks = model.blocks.len();
+    let blocks = settings.max_blocks.map_or(model.blocks.len(), |b| b.min(model.blocks.len()));
     let bar = if settings.progress { ProgressBar::new(blocks as u64) } else { ProgressBar::hidden() };
     bar.set_style(
         ProgressStyle::with_template("pruning {bar:30} block {pos}/{len} {elapsed_precise} {msg}")

@@ -44,6 +44,9 @@ pub struct PruneArgs {
     /// Relative KKT tolerance of iterative solvers.
     #[arg(long, default_value_t = optima::solve::DEFAULT_TOLERANCE)]
     tol: f64,
+    /// Prune only the first N blocks (the rest stay dense), e.g. for a quick check.
+    #[arg(long)]
+    max_blocks: Option<usize>,
     /// Threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -98,6 +101,7 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         update: args.solver.clone(),
         percdamp: args.damping,
         solver: SolverOptions { tolerance: args.tol, parallelism: par, ..SolverOptions::default() },
+        max_blocks: args.max_blocks,
         progress: !args.json,
     };
     let report = prune_model(&mut loaded.model, &calibration, &settings)?;
