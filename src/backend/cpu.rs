@@ -170,3 +170,26 @@ pub fn cholesky_inverse(l: MatRef<'_, f64>, par: Par) -> Mat<f64> {
     }
     inv
 }
+
+/// Factors `a + shift·I` (symmetric; its lower triangle is read) with bounded retries.
+pub fn cholesky_of(a: ArrayView2<'_, f64>, shift: f64, par: Par) -> Result<(Mat<f64>, Factorization)> {
+    let n = a.nrows();
+    let mut l = Mat::<f64>::zeros(n, n);
+    let fill = |mut dst: MatMut<'_, f64>| {
+        for j in 0..n {
+            for i in j..n {
+                dst[(i, j)] = a[[i, j]];
+            }
+            dst[(j, j)] += shift;
+        }
+    };
+    let factorization = cholesky_with_retry(&mut l, fill, par)?;
+    Ok((l, factorization))
+}
+
+/// `(a + shift·I)⁻¹` of a symmetric positive definite `a`, as an ndarray matrix.
+pub fn spd_inverse(a: ArrayView2<'_, f64>, shift: f64, par: Par) -> Result<Array2<f64>> {
+    let (l, _) = cholesky_of(a, shift, par)?;
+    let inv = cholesky_inverse(l.as_ref(), par);
+    Ok(Array2::from_shape_fn((a.nrows(), a.nrows()), |(i, j)| inv[(i, j)]))
+}

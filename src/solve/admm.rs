@@ -9,18 +9,14 @@
 //! row. `z` is always feasible; a row stops when the KKT residual of its `z` meets the tolerance.
 //! With adaptive ρ, residual balancing rescales ρ (one `n³` refactorization each time).
 
-use std::time::Instant;
-
-use faer::Mat;
 use ndarray::{Array1, Array2, ArrayView2};
 
+use super::QpSolver;
 use super::batched::{
     IterativeSettings, Outcome, kept_indicator, masked_gradient, residual_scales, retain_array, retain_entries,
-    retain_rows, row_inf_norms, starting_point,
+    retain_rows, row_inf_norms, solve_batched,
 };
-use super::{QpSolver, evaluate};
-use crate::backend::Parallelism;
-use crate::backend::cpu::{cholesky_inverse, cholesky_with_retry, times_hessian};
+use crate::backend::cpu::{spd_inverse, times_hessian};
 use crate::error::{OptimaError, Result};
 use crate::problem::{LayerProblem, RowStatus, Solution};
 
@@ -75,32 +71,8 @@ impl QpSolver for AdmmSolver {
                 s.rho, s.check_every
             )));
         }
-        let par = s.iterative.parallelism;
-        let start = Instant::now();
-        let x0 = starting_point(problem, warm_start)?;
-        let outcome = par.install(|| run_admm(problem, x0, s))??;
-        let seconds = start.elapsed().as_secs_f64();
-        let report = par.install(|| {
-            evaluate(self.name(), problem, outcome.weight.view(), &outcome.iterations, &outcome.status, seconds, par)
-        })?;
-        Ok(Solution { weight: outcome.weight, report })
+        solve_batched(self.name(), problem, warm_start, s.iterative.parallelism, |x0| run_admm(problem, x0, s))
     }
-}
-
-/// `(Ĥ + ρI)⁻¹`.
-fn shifted_inverse(h_hat: &Array2<f64>, rho: f64, par: Parallelism) -> Result<Array2<f64>> {
-    let n = h_hat.nrows();
-    let mut l = Mat::<f64>::zeros(n, n);
-    let fill = |mut a: faer::MatMut<'_, f64>| {
-        for j in 0..n {
-            for i in j..n {
-                a[(i, j)] = h_hat[[i, j]] + if i == j { rho } else { 0.0 };
-            }
-        }
-    };
-    cholesky_with_retry(&mut l, fill, par.faer())?;
-    let inv = cholesky_inverse(l.as_ref(), par.faer());
-    Ok(Array2::from_shape_fn((n, n), |(i, j)| inv[(i, j)]))
 }
 
 fn run_admm(problem: &LayerProblem, x0: Array2<f64>, s: &AdmmSettings) -> Result<Outcome> {
@@ -113,7 +85,7 @@ fn run_admm(problem: &LayerProblem, x0: Array2<f64>, s: &AdmmSettings) -> Result
     let inv_sqrt_d = sqrt_d.mapv(|v| 1.0 / v);
     let h_hat = Array2::from_shape_fn((n, n), |(i, j)| h[[i, j]] * inv_sqrt_d[i] * inv_sqrt_d[j]);
     let mut rho = s.rho;
-    let mut q = shifted_inverse(&h_hat, rho, par)?;
+    let mut q = spd_inverse(h_hat.view(), rho, par.faer())?;
 
     let mut outcome = Outcome::new(problem);
     let mut global = all.clone();
@@ -174,7 +146,7 @@ fn run_admm(problem: &LayerProblem, x0: Array2<f64>, s: &AdmmSettings) -> Result
             if factor != 1.0 {
                 rho *= factor;
                 u /= factor;
-                q = shifted_inverse(&h_hat, rho, par)?;
+                q = spd_inverse(h_hat.view(), rho, par.faer())?;
                 refactorizations += 1;
             }
         }

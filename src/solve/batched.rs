@@ -139,3 +139,22 @@ pub(crate) fn retain_entries<T: Clone>(v: &mut Vec<T>, keep: &[usize]) {
 pub(crate) fn retain_array(v: &mut Array1<f64>, keep: &[usize]) {
     *v = v.select(Axis(0), keep);
 }
+
+/// The `solve` every batched solver shares: the starting point, `run` on the thread pool, timing,
+/// and the report.
+pub(crate) fn solve_batched(
+    name: &str,
+    problem: &LayerProblem,
+    warm_start: Option<ArrayView2<'_, f64>>,
+    par: Parallelism,
+    run: impl FnOnce(Array2<f64>) -> Result<Outcome> + Send,
+) -> Result<crate::problem::Solution> {
+    let start = std::time::Instant::now();
+    let x0 = starting_point(problem, warm_start)?;
+    let outcome = par.install(|| run(x0))??;
+    let seconds = start.elapsed().as_secs_f64();
+    let report = par.install(|| {
+        super::evaluate(name, problem, outcome.weight.view(), &outcome.iterations, &outcome.status, seconds, par)
+    })?;
+    Ok(crate::problem::Solution { weight: outcome.weight, report })
+}

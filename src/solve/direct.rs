@@ -10,7 +10,9 @@ use rayon::prelude::*;
 
 use super::{QpSolver, evaluate::evaluate};
 use crate::backend::Parallelism;
-use crate::backend::cpu::{Factorization, cholesky_inverse, cholesky_solve, cholesky_with_retry, times_hessian};
+use crate::backend::cpu::{
+    Factorization, cholesky_inverse, cholesky_of, cholesky_solve, cholesky_with_retry, times_hessian,
+};
 use crate::error::{OptimaError, Result};
 use crate::problem::{LayerProblem, Mask, RowStatus, Solution};
 
@@ -120,16 +122,8 @@ impl DirectSolver {
 
         // G = H⁻¹, once, when some group takes the dual form; if H will not factor, go primal.
         let inverse = if groups.iter().any(|g| g.dual) {
-            let mut l = Mat::<f64>::zeros(n, n);
-            let fill = |mut a: faer::MatMut<'_, f64>| {
-                for j in 0..n {
-                    for i in j..n {
-                        a[(i, j)] = h[[i, j]];
-                    }
-                }
-            };
-            match cholesky_with_retry(&mut l, fill, par.faer()) {
-                Ok(Factorization::Clean) => Some(cholesky_inverse(l.as_ref(), par.faer())),
+            match cholesky_of(h, 0.0, par.faer()) {
+                Ok((l, Factorization::Clean)) => Some(cholesky_inverse(l.as_ref(), par.faer())),
                 _ => None,
             }
         } else {

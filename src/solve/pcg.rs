@@ -4,16 +4,14 @@
 //! `P · H` per iteration. A row stops when its residual recurrence reaches the tolerance and a
 //! freshly computed true residual confirms it (otherwise it restarts from the true residual).
 
-use std::time::Instant;
-
 use ndarray::{Array1, Array2, ArrayView2, Zip};
 
+use super::QpSolver;
 use super::batched::{
     IterativeSettings, Outcome, kept_indicator, masked_gradient, residual_scales, retain_array, retain_entries,
-    retain_rows, row_dots, row_inf_norms, starting_point,
+    retain_rows, row_dots, row_inf_norms, solve_batched,
 };
-use super::{QpSolver, evaluate};
-use crate::backend::cpu::{cholesky_inverse, cholesky_with_retry, times_hessian};
+use crate::backend::cpu::{spd_inverse, times_hessian};
 use crate::error::{OptimaError, Result};
 use crate::problem::{LayerProblem, RowStatus, Solution};
 
@@ -68,23 +66,8 @@ impl QpSolver for PcgSolver {
     fn solve(&self, problem: &LayerProblem, warm_start: Option<ArrayView2<'_, f64>>) -> Result<Solution> {
         let s = self.settings.iterative;
         s.check()?;
-        let start = Instant::now();
         let rows: Vec<usize> = (0..problem.rows()).collect();
-        let x0 = starting_point(problem, warm_start)?;
-        let outcome = s.parallelism.install(|| run_pcg(problem, &rows, x0, &self.settings))??;
-        let seconds = start.elapsed().as_secs_f64();
-        let report = s.parallelism.install(|| {
-            evaluate(
-                self.name(),
-                problem,
-                outcome.weight.view(),
-                &outcome.iterations,
-                &outcome.status,
-                seconds,
-                s.parallelism,
-            )
-        })?;
-        Ok(Solution { weight: outcome.weight, report })
+        solve_batched(self.name(), problem, warm_start, s.parallelism, |x0| run_pcg(problem, &rows, x0, &self.settings))
     }
 }
 
@@ -100,20 +83,7 @@ impl Apply {
         Ok(match kind {
             Preconditioner::Identity => Self::Identity,
             Preconditioner::Jacobi => Self::Diagonal(h.diag().mapv(|d| 1.0 / d)),
-            Preconditioner::InverseHessian => {
-                let n = h.nrows();
-                let mut l = faer::Mat::<f64>::zeros(n, n);
-                let fill = |mut a: faer::MatMut<'_, f64>| {
-                    for j in 0..n {
-                        for i in j..n {
-                            a[(i, j)] = h[[i, j]];
-                        }
-                    }
-                };
-                cholesky_with_retry(&mut l, fill, par.faer())?;
-                let inv = cholesky_inverse(l.as_ref(), par.faer());
-                Self::Dense(Array2::from_shape_fn((n, n), |(i, j)| inv[(i, j)]))
-            }
+            Preconditioner::InverseHessian => Self::Dense(spd_inverse(h, 0.0, par.faer())?),
         })
     }
 

@@ -19,14 +19,12 @@
 //! `|xᵀH(x−w)| ≤ ε_abs + ε_rel(|primal| + |dual|)`. Defaults are the paper's: `ε = 1e-2`, at most
 //! 100 000 iterations. The returned weights have pruned entries set to exactly 0.
 
-use std::time::Instant;
-
 use ndarray::{Array1, Array2, ArrayView2, Axis, Zip};
 
+use super::QpSolver;
 use super::batched::{
-    IterativeSettings, Outcome, kept_indicator, retain_array, retain_entries, retain_rows, starting_point,
+    IterativeSettings, Outcome, kept_indicator, retain_array, retain_entries, retain_rows, solve_batched,
 };
-use super::{QpSolver, evaluate};
 use crate::backend::cpu::times_hessian;
 use crate::error::{OptimaError, Result};
 use crate::problem::{LayerProblem, RowStatus, Solution};
@@ -75,15 +73,7 @@ impl QpSolver for PdhgSolver {
         if !(s.eps_abs >= 0.0 && s.eps_rel >= 0.0 && (s.eps_abs + s.eps_rel) > 0.0) {
             return Err(OptimaError::InvalidSetting("PDHG tolerances must be ≥ 0, not both 0".into()));
         }
-        let par = s.iterative.parallelism;
-        let start = Instant::now();
-        let x0 = starting_point(problem, warm_start)?;
-        let outcome = par.install(|| run_pdhg(problem, x0, s))??;
-        let seconds = start.elapsed().as_secs_f64();
-        let report = par.install(|| {
-            evaluate(self.name(), problem, outcome.weight.view(), &outcome.iterations, &outcome.status, seconds, par)
-        })?;
-        Ok(Solution { weight: outcome.weight, report })
+        solve_batched(self.name(), problem, warm_start, s.iterative.parallelism, |x0| run_pdhg(problem, x0, s))
     }
 }
 

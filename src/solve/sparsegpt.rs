@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::{QpSolver, evaluate};
 use crate::backend::Parallelism;
-use crate::backend::cpu::{cholesky_inverse, cholesky_with_retry};
+use crate::backend::cpu::{cholesky_of, spd_inverse};
 use crate::error::{OptimaError, Result, check_finite};
 use crate::mask::Masker;
 use crate::problem::{Hessian, LayerProblem, Mask, RatioScope, RowStatus, Solution, SparsityPattern, pruned_count};
@@ -116,34 +116,10 @@ enum Selection<'a> {
 
 /// `U` with `H⁻¹ = UᵀU`, upper triangular (stored as a full matrix, lower part zero).
 fn inverse_cholesky_upper(hessian: &Hessian, par: Par) -> Result<Mat<f64>> {
-    let h = hessian.matrix();
-    let n = h.nrows();
-    let mut l = Mat::<f64>::zeros(n, n);
-    cholesky_with_retry(
-        &mut l,
-        |mut a| {
-            for j in 0..n {
-                for i in j..n {
-                    a[(i, j)] = h[[i, j]];
-                }
-            }
-        },
-        par,
-    )?;
-    let inv = cholesky_inverse(l.as_ref(), par);
-    let mut lg = Mat::<f64>::zeros(n, n);
-    cholesky_with_retry(
-        &mut lg,
-        |mut a| {
-            for j in 0..n {
-                for i in j..n {
-                    a[(i, j)] = inv[(i, j)];
-                }
-            }
-        },
-        par,
-    )?;
+    let inv = spd_inverse(hessian.matrix(), 0.0, par)?;
+    let (lg, _) = cholesky_of(inv.view(), 0.0, par)?;
     // H⁻¹ = L Lᵀ, so U = Lᵀ.
+    let n = inv.nrows();
     Ok(Mat::from_fn(n, n, |i, j| if i <= j { lg[(j, i)] } else { 0.0 }))
 }
 
