@@ -46,13 +46,27 @@ impl FromStr for MaskerChoice {
 }
 
 /// How kept weights are updated after masking.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UpdateChoice {
     /// Mask only: kept weights unchanged.
     None,
     /// A [`crate::solve::QpSolver`] by name (`direct`, `auto`, `pcg`, `admm`, `pdhg`, `sparsegpt`).
     Solver(String),
+}
+
+impl std::fmt::Display for UpdateChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::None => f.write_str("none"),
+            Self::Solver(name) => f.write_str(name),
+        }
+    }
+}
+
+impl Serialize for UpdateChoice {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 impl FromStr for UpdateChoice {

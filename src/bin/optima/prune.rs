@@ -151,7 +151,7 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         println!("{summary}");
     } else {
         println!(
-            "pruned {} layers ({} {} + {:?}) in {:.1} s (forward {:.1} s, Hessians {:.1} s, masks {:.1} s, updates {:.1} s)",
+            "pruned {} layers ({} {} + {}) in {:.1} s (forward {:.1} s, Hessians {:.1} s, masks {:.1} s, updates {:.1} s)",
             report.layers.len(),
             args.pattern,
             serde_json::to_string(&args.masker).unwrap_or_default().trim_matches('"'),
