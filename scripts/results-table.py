@@ -13,7 +13,7 @@ lines = [
     "fortunes (seed 0); 1% damping; every linear layer of all 30 blocks pruned. Mean E is the mean over the 210 "
     "layers of the fraction of output energy lost (after the update). Pruning seconds include calibration "
     f"forward passes, on 2 cores; rows measured while other jobs shared the cores run slower (the "
-    "Wanda 50% rows ran alone: 78 s and 179 s). Written by `./scripts/results.sh`, {datetime.date.today()}.",
+    f"Wanda 50% rows ran alone: 78 s and 179 s). Written by `./scripts/results.sh`, {datetime.date.today()}.",
     "",
     "| pattern | masker | update | perplexity | mean E | pruning s |",
     "|---|---|---|---:|---:|---:|",
