@@ -27,6 +27,22 @@ pub enum Preconditioner {
     InverseHessian,
 }
 
+impl std::str::FromStr for Preconditioner {
+    type Err = OptimaError;
+
+    /// `identity`, `jacobi` or `inverse`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "identity" => Ok(Self::Identity),
+            "jacobi" => Ok(Self::Jacobi),
+            "inverse" => Ok(Self::InverseHessian),
+            other => Err(OptimaError::InvalidSetting(format!(
+                "unknown preconditioner {other:?}; choose jacobi, identity or inverse"
+            ))),
+        }
+    }
+}
+
 /// Settings of [`PcgSolver`].
 #[derive(Clone, Copy, Debug)]
 pub struct PcgSettings {

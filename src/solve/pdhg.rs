@@ -122,7 +122,7 @@ fn run_pdhg(problem: &LayerProblem, x0: Array2<f64>, s: &PdhgSettings) -> Result
     let mut outcome = Outcome::new(problem);
     let mut global = all.clone();
     let w = problem.weight().to_owned();
-    let mut w_hat = &w * &sqrt_d;
+    let w_hat = &w * &sqrt_d;
     let mut pruned = kept_indicator(problem, &all).mapv(|k| 1.0 - k);
     let mut b = times_hessian(w_hat.view(), h_hat.view(), par); // −ĉ = Ĥŵ
     let mut x = &x0 * &sqrt_d;
@@ -219,18 +219,9 @@ fn run_pdhg(problem: &LayerProblem, x0: Array2<f64>, s: &PdhgSettings) -> Result
         sigma = sg;
         let keep: Vec<usize> = (0..global.len()).filter(|&i| !done[i]).collect();
         if keep.len() < global.len() {
-            for a in [
-                &mut x,
-                &mut y,
-                &mut hx,
-                &mut b,
-                &mut w_hat,
-                &mut pruned,
-                &mut x_sum,
-                &mut y_sum,
-                &mut x_restart,
-                &mut y_restart,
-            ] {
+            for a in
+                [&mut x, &mut y, &mut hx, &mut b, &mut pruned, &mut x_sum, &mut y_sum, &mut x_restart, &mut y_restart]
+            {
                 retain_rows(a, &keep);
             }
             for v in [&mut omega, &mut tau, &mut sigma, &mut last_restart_err, &mut prev_candidate_err] {

@@ -36,7 +36,7 @@ pub struct BenchArgs {
     max_iter: Option<usize>,
     /// Preconditioner of pcg: jacobi, identity or inverse.
     #[arg(long, default_value = "jacobi")]
-    preconditioner: String,
+    preconditioner: Preconditioner,
     /// Bench only the first R rows of each layer (for shapes where direct on all rows is too slow).
     #[arg(long)]
     rows: Option<usize>,
@@ -76,18 +76,12 @@ fn first_rows(problem: LayerProblem, rows: Option<usize>) -> optima::Result<Laye
 
 pub fn run(args: BenchArgs) -> optima::Result<()> {
     let par = Parallelism::from_threads(args.threads);
-    let preconditioner = match args.preconditioner.as_str() {
-        "jacobi" => Preconditioner::Jacobi,
-        "identity" => Preconditioner::Identity,
-        "inverse" => Preconditioner::InverseHessian,
-        other => return Err(OptimaError::InvalidSetting(format!("unknown --preconditioner {other:?}"))),
-    };
     let options = SolverOptions {
         tolerance: args.tol,
         max_iterations: args.max_iter,
         parallelism: par,
         form: DirectForm::Auto,
-        preconditioner,
+        preconditioner: args.preconditioner,
         pdhg_tolerance: args.pdhg_tol,
     };
     for s in &args.solvers {

@@ -41,7 +41,7 @@ pub struct SolveArgs {
     max_iter: Option<usize>,
     /// Preconditioner of pcg: jacobi, identity or inverse.
     #[arg(long, default_value = "jacobi")]
-    preconditioner: String,
+    preconditioner: Preconditioner,
     /// Write the reconstructed `weight` (f32) and `mask` (u8) here (safetensors).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -129,22 +129,12 @@ fn solver_options(args: &SolveArgs, parallelism: Parallelism) -> optima::Result<
             return Err(OptimaError::InvalidSetting(format!("unknown --form {other:?}; choose auto, primal or dual")));
         }
     };
-    let preconditioner = match args.preconditioner.as_str() {
-        "jacobi" => Preconditioner::Jacobi,
-        "identity" => Preconditioner::Identity,
-        "inverse" => Preconditioner::InverseHessian,
-        other => {
-            return Err(OptimaError::InvalidSetting(format!(
-                "unknown --preconditioner {other:?}; choose jacobi, identity or inverse"
-            )));
-        }
-    };
     Ok(SolverOptions {
         tolerance: args.tol.unwrap_or(optima::solve::DEFAULT_TOLERANCE),
         max_iterations: args.max_iter,
         parallelism,
         form,
-        preconditioner,
+        preconditioner: args.preconditioner,
         pdhg_tolerance: args.tol,
     })
 }
