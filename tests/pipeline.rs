@@ -254,3 +254,68 @@ fn max_blocks_leaves_later_blocks_dense() {
         assert_eq!(model.blocks[1].weight(kind), dense.blocks[1].weight(kind));
     }
 }
+
+#[test]
+fn a_killed_run_resumes_from_its_checkpoint_to_the_same_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LlamaConfig { hidden: 128, intermediate: 384, blocks: 6, heads: 8, kv_heads: 4, ..tiny_config() };
+    let model = dir.path().join("tiny.gguf");
+    write_tiny_gguf(&model, &LlamaModel::random(config, 6).unwrap());
+    let text = dir.path().join("calib.txt");
+    std::fs::write(&text, "the thin thing in the tin then ".repeat(400)).unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let args = |out: &Path| -> Vec<String> {
+        let a = ["prune", "--model", &s(&model), "--calib", &s(&text), "--solver", "direct", "--masker", "sparsegpt"];
+        let b = ["--calib-seqs", "16", "--seq-len", "96", "--threads", "2", "--json", "--out", &s(out)];
+        a.iter().chain(&b).map(|x| x.to_string()).collect()
+    };
+    let optima = || Command::new(env!("CARGO_BIN_EXE_optima"));
+
+    let reference = dir.path().join("reference.gguf");
+    let done = optima().args(args(&reference)).output().unwrap();
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert!(!dir.path().join("reference.gguf.checkpoint").exists(), "checkpoint removed after success");
+
+    // Kill a second run as soon as its checkpoint shows a finished block.
+    let out = dir.path().join("out.gguf");
+    let manifest = dir.path().join("out.gguf.checkpoint/manifest.json");
+    let blocks_done = || -> usize {
+        std::fs::read(&manifest)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["blocks_done"].as_u64())
+            .unwrap_or(0) as usize
+    };
+    let mut child = optima().args(args(&out)).stdout(std::process::Stdio::null()).spawn().unwrap();
+    while blocks_done() < 2 {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be interrupted");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let interrupted_at = blocks_done();
+    assert!((2..config.blocks).contains(&interrupted_at), "killed after {interrupted_at} blocks");
+    assert!(!out.exists(), "an interrupted run leaves no output");
+
+    // Without --resume the unfinished run is not silently discarded.
+    let refused = optima().args(args(&out)).output().unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--resume"));
+
+    let mut resume = args(&out);
+    resume.push("--resume".into());
+    let resumed = optima().args(&resume).output().unwrap();
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&reference).unwrap(), "resumed output differs");
+    let a: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+    let b: serde_json::Value = serde_json::from_slice(&resumed.stdout).unwrap();
+    assert_eq!(a["mean_error_after"], b["mean_error_after"]);
+    assert!(!dir.path().join("out.gguf.checkpoint").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}

@@ -6,9 +6,30 @@ mod problem_file;
 use std::io::Write;
 use std::path::Path;
 
-pub use problem_file::{ProblemFile, read_problem_file, write_problem_file, write_solution_file};
+pub use problem_file::{ProblemFile, parse_problem_file, read_problem_file, write_problem_file, write_solution_file};
 
 use crate::error::{OptimaError, Result};
+
+fn temporary_prefix(path: &Path) -> String {
+    let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    format!(".{name}.tmp-")
+}
+
+/// Removes temporaries that [`write_atomically`] left beside `path` when a process writing it was
+/// killed mid-write. Best effort: what cannot be listed or removed is left alone.
+pub fn remove_stale_temporaries(path: &Path) {
+    let prefix = temporary_prefix(path);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else { return };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
 
 /// Writes `bytes` to `path` atomically: a temporary file beside it, flushed, then renamed over.
 /// A failure leaves any previous file at `path` untouched.
@@ -18,8 +39,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
-    let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let tmp = dir.join(format!("{}{}", temporary_prefix(path), std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(bytes)?;

@@ -171,7 +171,7 @@ impl LlamaConfig {
 }
 
 /// One of the seven linear layers of a block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum LinearKind {
     /// Query projection `attn_q`, `[hidden, hidden]`.
     Q,

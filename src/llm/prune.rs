@@ -9,8 +9,9 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array2, ArrayView2};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use super::checkpoint::Checkpoint;
 use super::llama::{LinearInput, LinearKind, LlamaModel};
 use crate::backend::Parallelism;
 use crate::error::{OptimaError, Result};
@@ -102,7 +103,7 @@ pub struct PruneSettings {
 }
 
 /// What happened to one linear layer.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LayerRecord {
     /// Block index.
     pub block: usize,
@@ -159,22 +160,59 @@ fn to_f64(a: &Array2<f32>) -> Array2<f64> {
 
 /// Prunes every linear layer of `model` in place, block by block, on calibration sequences.
 pub fn prune_model(model: &mut LlamaModel, calibration: &[Vec<u32>], settings: &PruneSettings) -> Result<PruneReport> {
+    prune_model_resumable(model, calibration, settings, None)
+}
+
+/// [`prune_model`] that saves its progress to `checkpoint` after every block and, when the
+/// checkpoint already holds progress of this same run, resumes after its last finished block.
+/// `model` must be the dense model as loaded; the result is bit-identical to an uninterrupted
+/// run with the same thread count.
+pub fn prune_model_resumable(
+    model: &mut LlamaModel,
+    calibration: &[Vec<u32>],
+    settings: &PruneSettings,
+    checkpoint: Option<&Checkpoint>,
+) -> Result<PruneReport> {
     if calibration.is_empty() {
         return Err(OptimaError::Empty("no calibration sequences".into()));
     }
     let start = Instant::now();
     let par = settings.solver.parallelism;
     let mut report = PruneReport { calibration_tokens: calibration.iter().map(Vec::len).sum(), ..Default::default() };
-    let t = Instant::now();
-    let mut xs = calibration.iter().map(|seq| model.embed(seq)).collect::<Result<Vec<_>>>()?;
-    report.forward_seconds += t.elapsed().as_secs_f64();
     let blocks = settings.max_blocks.map_or(model.blocks.len(), |b| b.min(model.blocks.len()));
+    let resumed = match checkpoint {
+        Some(c) => c.resume(model)?,
+        None => None,
+    };
+    let (first, mut xs) = match resumed {
+        Some(state) => {
+            [report.forward_seconds, report.hessian_seconds, report.mask_seconds, report.solve_seconds] = state.seconds;
+            report.layers = state.layers;
+            (state.blocks_done.min(blocks), state.inputs)
+        }
+        None => {
+            let t = Instant::now();
+            let xs = calibration.iter().map(|seq| model.embed(seq)).collect::<Result<Vec<_>>>()?;
+            report.forward_seconds += t.elapsed().as_secs_f64();
+            if let Some(c) = checkpoint {
+                c.save(model, 0, &xs, &[], [report.forward_seconds, 0.0, 0.0, 0.0])?;
+            }
+            (0, xs)
+        }
+    };
     let bar = if settings.progress { ProgressBar::new(blocks as u64) } else { ProgressBar::hidden() };
     bar.set_style(
         ProgressStyle::with_template("pruning {bar:30} block {pos}/{len} {elapsed_precise} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    for b in 0..blocks {
+    bar.set_position(first as u64);
+    if first > 0 {
+        bar.println(format!(
+            "resuming after block {first} of {blocks} from {}",
+            checkpoint.map_or(String::new(), |c| c.dir().display().to_string())
+        ));
+    }
+    for b in first..blocks {
         // One Hessian per distinct linear input, from the inputs the pruned prefix produces.
         let config = model.config;
         let mut accumulators: BTreeMap<LinearInput, CpuHessianAccumulator> = LinearInput::ALL
@@ -227,6 +265,10 @@ pub fn prune_model(model: &mut LlamaModel, calibration: &[Vec<u32>], settings: &
         let t = Instant::now();
         xs = xs.iter().map(|x| model.block_forward(b, x.view(), None)).collect::<Result<Vec<_>>>()?;
         report.forward_seconds += t.elapsed().as_secs_f64();
+        if let Some(c) = checkpoint {
+            let seconds = [report.forward_seconds, report.hessian_seconds, report.mask_seconds, report.solve_seconds];
+            c.save(model, b + 1, &xs, &report.layers, seconds)?;
+        }
         bar.inc(1);
     }
     bar.finish_and_clear();

@@ -151,7 +151,12 @@ pub(crate) fn solve_batched(
 ) -> Result<crate::problem::Solution> {
     let start = std::time::Instant::now();
     let x0 = starting_point(problem, warm_start)?;
-    let outcome = par.install(|| run(x0))??;
+    let mut outcome = par.install(|| run(x0))??;
+    // A row with nothing pruned is its own optimum; keep it bit-exact rather than as an iterate
+    // that went through rescaling.
+    for i in (0..problem.rows()).filter(|&i| problem.mask().pruned_in_row(i) == 0) {
+        outcome.weight.row_mut(i).assign(&problem.weight().row(i));
+    }
     let seconds = start.elapsed().as_secs_f64();
     let report = par.install(|| {
         super::evaluate(name, problem, outcome.weight.view(), &outcome.iterations, &outcome.status, seconds, par)

@@ -5,9 +5,10 @@ use std::time::Instant;
 
 use clap::Args;
 use optima::llm::calibration::{calibration_sequences, read_text, skip_chars};
+use optima::llm::checkpoint::Checkpoint;
 use optima::llm::model_file::{WeightPrecision, load_model, write_model_gguf, write_model_safetensors};
 use optima::llm::perplexity::perplexity;
-use optima::llm::prune::{MaskerChoice, PruneSettings, UpdateChoice, prune_model};
+use optima::llm::prune::{MaskerChoice, PruneSettings, UpdateChoice, prune_model_resumable};
 use optima::solve::SolverOptions;
 use optima::{OptimaError, Parallelism, SparsityPattern};
 use serde_json::json;
@@ -74,6 +75,13 @@ pub struct PruneArgs {
     /// Print the run's summary as one JSON object on stdout.
     #[arg(long)]
     json: bool,
+    /// Save progress here after every block [default: OUT.checkpoint when --out is given]; removed
+    /// once the output is written.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Continue a run that was interrupted, from the last block its checkpoint finished.
+    #[arg(long)]
+    resume: bool,
 }
 
 pub fn run(args: PruneArgs) -> optima::Result<()> {
@@ -104,7 +112,33 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         max_blocks: args.max_blocks,
         progress: !args.json,
     };
-    let report = prune_model(&mut loaded.model, &calibration, &settings)?;
+    let checkpoint_dir = args.checkpoint.clone().or_else(|| {
+        args.out.as_ref().map(|out| {
+            let mut name = out.file_name().unwrap_or_default().to_os_string();
+            name.push(".checkpoint");
+            out.with_file_name(name)
+        })
+    });
+    let checkpoint = checkpoint_dir.map(|dir| Checkpoint::new(dir, &loaded.model, &calibration, &settings));
+    match &checkpoint {
+        Some(c) if c.exists() && !args.resume => {
+            return Err(OptimaError::InvalidSetting(format!(
+                "{} holds an unfinished run; pass --resume to continue it, or remove the folder",
+                c.dir().display()
+            )));
+        }
+        None if args.resume => {
+            return Err(OptimaError::InvalidSetting("--resume needs --checkpoint DIR or --out".into()));
+        }
+        Some(c) if args.resume && !c.exists() && !args.json => {
+            eprintln!("no checkpoint in {}; starting from the first block", c.dir().display())
+        }
+        _ => {}
+    }
+    if let Some(out) = &args.out {
+        optima::io::remove_stale_temporaries(out);
+    }
+    let report = prune_model_resumable(&mut loaded.model, &calibration, &settings, checkpoint.as_ref())?;
     if let Some(out) = &args.out {
         match out.extension().and_then(|e| e.to_str()) {
             Some("safetensors") => write_model_safetensors(out, &loaded.gguf, &loaded.model)?,
@@ -142,6 +176,9 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         "perplexity": ppl,
         "out": args.out.as_ref().map(|p| p.display().to_string()),
     });
+    if let (Some(c), Some(_)) = (&checkpoint, &args.out) {
+        c.remove()?;
+    }
     if let Some(path) = &args.report {
         let full = json!({ "summary": summary, "layers": report.layers });
         let text = serde_json::to_string_pretty(&full).map_err(|e| OptimaError::InvalidSetting(e.to_string()))?;

@@ -1,0 +1,265 @@
+//! Resumable pruning: after each finished block, [`prune_model`](super::prune::prune_model) can
+//! save the block's pruned weights, the next block's calibration inputs and the report so far to
+//! a folder; a later run with the same model, calibration and settings picks up from there and
+//! produces the same bits as an uninterrupted run.
+//!
+//! Layout of the folder (every file written atomically, the manifest last, so a run killed at any
+//! instant leaves either the previous consistent state or the new one):
+//!
+//! - `manifest.json`: format version, the run's fingerprint, blocks done, per-layer records, times;
+//! - `block-B.safetensors`: the seven pruned weight matrices of block `B` (f32);
+//! - `inputs-B.safetensors`: the calibration inputs of block `B` (the outputs of block `B − 1`).
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use ndarray::Array2;
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use serde::{Deserialize, Serialize};
+
+use super::llama::{LinearKind, LlamaModel};
+use super::prune::{LayerRecord, PruneSettings};
+use crate::error::{OptimaError, Result};
+use crate::io::write_atomically;
+
+const FORMAT_VERSION: u32 = 1;
+const MANIFEST: &str = "manifest.json";
+
+/// What a run has finished, as recorded in the manifest.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Manifest {
+    version: u32,
+    fingerprint: String,
+    blocks_done: usize,
+    layers: Vec<LayerRecord>,
+    seconds: [f64; 4],
+}
+
+/// A checkpoint folder for one pruning run.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    dir: PathBuf,
+    fingerprint: String,
+}
+
+/// The state a resumed run starts from.
+#[derive(Clone, Debug)]
+pub struct ResumeState {
+    /// Blocks already pruned (their weights are applied to the model by [`Checkpoint::resume`]).
+    pub blocks_done: usize,
+    /// The records of the layers already pruned.
+    pub layers: Vec<LayerRecord>,
+    /// Calibration inputs of block `blocks_done`, one matrix per sequence.
+    pub inputs: Vec<Array2<f32>>,
+    /// Seconds spent so far in forward passes, Hessians, masks and updates.
+    pub seconds: [f64; 4],
+}
+
+impl Checkpoint {
+    /// A checkpoint in `dir` for the run that `model` (dense, as loaded), `calibration` and
+    /// `settings` define. The folder is created when the first block is saved.
+    pub fn new(
+        dir: impl Into<PathBuf>,
+        model: &LlamaModel,
+        calibration: &[Vec<u32>],
+        settings: &PruneSettings,
+    ) -> Self {
+        Self { dir: dir.into(), fingerprint: fingerprint(model, calibration, settings) }
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether the folder holds a manifest (of any run).
+    pub fn exists(&self) -> bool {
+        self.dir.join(MANIFEST).is_file()
+    }
+
+    /// Loads the saved state and applies the saved blocks' weights to `model`. `Ok(None)` when the
+    /// folder holds no manifest; an error when it belongs to another run or is damaged.
+    pub fn resume(&self, model: &mut LlamaModel) -> Result<Option<ResumeState>> {
+        let path = self.dir.join(MANIFEST);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(OptimaError::Io { path, source }),
+        };
+        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| OptimaError::Format {
+            path: path.clone(),
+            detail: format!("damaged checkpoint manifest: {e}"),
+        })?;
+        if manifest.version != FORMAT_VERSION {
+            return Err(OptimaError::Format {
+                path,
+                detail: format!("checkpoint format {} (this build reads {FORMAT_VERSION})", manifest.version),
+            });
+        }
+        if manifest.fingerprint != self.fingerprint {
+            return Err(OptimaError::InvalidSetting(format!(
+                "the checkpoint in {} belongs to another run (different model, calibration or settings); \
+                 remove it or choose another --checkpoint",
+                self.dir.display()
+            )));
+        }
+        if manifest.blocks_done > model.blocks.len() {
+            return Err(OptimaError::Format {
+                path,
+                detail: format!("{} blocks done but the model has {}", manifest.blocks_done, model.blocks.len()),
+            });
+        }
+        for b in 0..manifest.blocks_done {
+            let file = self.dir.join(format!("block-{b}.safetensors"));
+            let mut tensors = read_f32_tensors(&file)?;
+            let block = model.blocks.get_mut(b).ok_or_else(|| OptimaError::Numerical(format!("no block {b}")))?;
+            for kind in LinearKind::ALL {
+                let saved = tensors.remove(kind.short_name()).ok_or_else(|| OptimaError::Format {
+                    path: file.clone(),
+                    detail: format!("missing tensor {}", kind.short_name()),
+                })?;
+                let weight = block.weight_mut(kind);
+                if saved.dim() != weight.dim() {
+                    return Err(OptimaError::shape(
+                        format!("checkpoint block {b} {kind}"),
+                        format!("{:?}", weight.dim()),
+                        format!("{:?}", saved.dim()),
+                    ));
+                }
+                *weight = saved;
+            }
+        }
+        let file = self.dir.join(format!("inputs-{}.safetensors", manifest.blocks_done));
+        let mut tensors = read_f32_tensors(&file)?;
+        let inputs = (0..tensors.len())
+            .map(|s| {
+                tensors
+                    .remove(&format!("seq{s}"))
+                    .ok_or_else(|| OptimaError::Format { path: file.clone(), detail: format!("missing tensor seq{s}") })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(ResumeState {
+            blocks_done: manifest.blocks_done,
+            layers: manifest.layers,
+            inputs,
+            seconds: manifest.seconds,
+        }))
+    }
+
+    /// Records that `blocks_done` blocks are finished: saves the last finished block's weights
+    /// (if any), the next block's inputs, then the manifest, and removes superseded inputs.
+    pub fn save(
+        &self,
+        model: &LlamaModel,
+        blocks_done: usize,
+        inputs: &[Array2<f32>],
+        layers: &[LayerRecord],
+        seconds: [f64; 4],
+    ) -> Result<()> {
+        std::fs::create_dir_all(&self.dir).map_err(|source| OptimaError::Io { path: self.dir.clone(), source })?;
+        if let Some(b) = blocks_done.checked_sub(1) {
+            let block = model.blocks.get(b).ok_or_else(|| OptimaError::Numerical(format!("no block {b}")))?;
+            let named: Vec<(String, &Array2<f32>)> =
+                LinearKind::ALL.iter().map(|&k| (k.short_name().to_string(), block.weight(k))).collect();
+            write_f32_tensors(&self.dir.join(format!("block-{b}.safetensors")), &named)?;
+        }
+        let named: Vec<(String, &Array2<f32>)> =
+            inputs.iter().enumerate().map(|(s, x)| (format!("seq{s}"), x)).collect();
+        write_f32_tensors(&self.dir.join(format!("inputs-{blocks_done}.safetensors")), &named)?;
+        let manifest = Manifest {
+            version: FORMAT_VERSION,
+            fingerprint: self.fingerprint.clone(),
+            blocks_done,
+            layers: layers.to_vec(),
+            seconds,
+        };
+        let text = serde_json::to_vec_pretty(&manifest).map_err(|e| OptimaError::InvalidSetting(e.to_string()))?;
+        write_atomically(&self.dir.join(MANIFEST), &text)?;
+        if let Some(previous) = blocks_done.checked_sub(1) {
+            // Superseded now that the manifest points past it; failing to remove it loses nothing.
+            let _ = std::fs::remove_file(self.dir.join(format!("inputs-{previous}.safetensors")));
+        }
+        Ok(())
+    }
+
+    /// Removes the folder (after the run's output is safely written).
+    pub fn remove(&self) -> Result<()> {
+        match std::fs::remove_dir_all(&self.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(OptimaError::Io { path: self.dir.clone(), source }),
+        }
+    }
+}
+
+/// A digest of everything that determines a run's result: the dense weights, the calibration
+/// tokens, and every setting except threads and progress display.
+fn fingerprint(model: &LlamaModel, calibration: &[Vec<u32>], settings: &PruneSettings) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    format!("{:?}", model.config).hash(&mut h);
+    for block in &model.blocks {
+        for kind in LinearKind::ALL {
+            block.weight(kind).iter().for_each(|v| v.to_bits().hash(&mut h));
+        }
+        block.attn_norm.iter().chain(&block.ffn_norm).for_each(|v| v.to_bits().hash(&mut h));
+    }
+    model.token_embd.iter().for_each(|v| v.to_bits().hash(&mut h));
+    calibration.hash(&mut h);
+    let s = settings;
+    let o = &s.solver;
+    format!(
+        "{} {:?} {} {} {} {:?} {:?} {:?} {:?} {:?}",
+        s.pattern,
+        s.masker,
+        s.update,
+        s.percdamp,
+        o.tolerance,
+        o.max_iterations,
+        o.form,
+        o.preconditioner,
+        o.pdhg_tolerance,
+        s.max_blocks
+    )
+    .hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+fn write_f32_tensors(path: &Path, tensors: &[(String, &Array2<f32>)]) -> Result<()> {
+    let format =
+        |e: safetensors::SafeTensorError| OptimaError::Format { path: path.to_path_buf(), detail: e.to_string() };
+    let owned: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(name, a)| (name.clone(), vec![a.nrows(), a.ncols()], a.iter().flat_map(|v| v.to_le_bytes()).collect()))
+        .collect();
+    let views = owned
+        .iter()
+        .map(|(name, shape, data)| {
+            Ok((name.clone(), TensorView::new(Dtype::F32, shape.clone(), data).map_err(format)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = safetensors::serialize(views, None).map_err(format)?;
+    write_atomically(path, &bytes)
+}
+
+fn read_f32_tensors(path: &Path) -> Result<HashMap<String, Array2<f32>>> {
+    let bytes = std::fs::read(path).map_err(|source| OptimaError::Io { path: path.to_path_buf(), source })?;
+    let bad = |detail: String| OptimaError::Format { path: path.to_path_buf(), detail };
+    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("damaged checkpoint file: {e}")))?;
+    tensors
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let (&[rows, cols], Dtype::F32) = (view.shape(), view.dtype()) else {
+                return Err(bad(format!("{name}: expected a 2-D f32 tensor")));
+            };
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| c.try_into().map(f32::from_le_bytes).map_err(|_| bad(format!("{name}: truncated data"))))
+                .collect::<Result<Vec<f32>>>()?;
+            let a = Array2::from_shape_vec((rows, cols), values).map_err(|e| bad(format!("{name}: {e}")))?;
+            Ok((name, a))
+        })
+        .collect()
+}
