@@ -86,6 +86,16 @@ pub enum OptimaError {
     /// A numerical failure that damping could not repair.
     #[error("numerical failure: {0}")]
     Numerical(String),
+    /// Work that cannot fit in the memory budget, found before the work starts.
+    #[error("{what} needs at least {needed} but the memory budget is {budget}; raise --max-memory or shrink the work")]
+    MemoryBudget {
+        /// What was being planned.
+        what: String,
+        /// The smallest amount that would do.
+        needed: crate::memory::Bytes,
+        /// The budget.
+        budget: crate::memory::Bytes,
+    },
     /// A compute backend that is not available on this machine.
     #[error("backend unavailable: {0}")]
     BackendUnavailable(String),

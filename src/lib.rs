@@ -42,6 +42,7 @@ pub mod hessian;
 pub mod io;
 pub mod llm;
 pub mod mask;
+pub mod memory;
 pub mod problem;
 pub mod solve;
 

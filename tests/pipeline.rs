@@ -7,8 +7,9 @@ use optima::io::gguf::{GgufTensorData, GgufValue, GgufValueType, write_gguf};
 use optima::llm::calibration::calibration_sequences;
 use optima::llm::llama::{LinearKind, LlamaConfig, LlamaModel};
 use optima::llm::model_file::{WeightPrecision, load_model, write_model_gguf};
-use optima::llm::prune::{MaskerChoice, PruneSettings, prune_model};
+use optima::llm::prune::{MaskerChoice, PruneSettings, plan_memory, prune_model};
 use optima::llm::tokenizer::bytes_to_unicode;
+use optima::memory::Bytes;
 use optima::solve::SolverOptions;
 use optima::{Parallelism, SparsityPattern};
 
@@ -75,6 +76,7 @@ fn settings(pattern: &str, masker: MaskerChoice, update: &str) -> PruneSettings 
         solver: SolverOptions { parallelism: Parallelism::Threads(2), ..SolverOptions::default() },
         max_blocks: None,
         progress: false,
+        memory_budget: None,
     }
 }
 
@@ -318,4 +320,52 @@ fn a_killed_run_resumes_from_its_checkpoint_to_the_same_bits() {
         .filter(|n| n.contains(".tmp-"))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn a_memory_budget_spills_activations_and_chunks_solves_to_the_same_bits() {
+    let dense = LlamaModel::random(tiny_config(), 7).unwrap();
+    let calib = calibration(3);
+    let seq_len = calib[0].len();
+    for update in ["direct", "pcg"] {
+        let free = settings("0.5", MaskerChoice::Wanda, update);
+        let mut unbounded = dense.clone();
+        let reference = prune_model(&mut unbounded, &calib, &free).unwrap();
+        // Just enough for one sequence in memory and a few rows per solve.
+        let tight = {
+            let mut s = settings("0.5", MaskerChoice::Wanda, update);
+            s.memory_budget = Some(Bytes(1));
+            let needed = match plan_memory(&dense.config, calib.len(), seq_len, &s).unwrap_err() {
+                optima::OptimaError::MemoryBudget { needed, .. } => needed,
+                e => panic!("{e}"),
+            };
+            s.memory_budget = Some(Bytes(needed.0 + 64 * 1024));
+            s
+        };
+        let plan = plan_memory(&dense.config, calib.len(), seq_len, &tight).unwrap();
+        assert!(plan.activations_on_disk);
+        let mut bounded = dense.clone();
+        let report = prune_model(&mut bounded, &calib, &tight).unwrap();
+        for (a, b) in reference.layers.iter().zip(&report.layers) {
+            assert_eq!(a.failed_rows, b.failed_rows);
+            let gap = (a.error_after - b.error_after).abs() / a.error_after;
+            assert!(gap < 1e-9, "{update} {}: {} vs {}", a.layer, a.error_after, b.error_after);
+        }
+        if update == "direct" {
+            // Rows are independent exact solves: chunking and spilling change no bit.
+            for (x, y) in unbounded.blocks.iter().zip(&bounded.blocks) {
+                for kind in LinearKind::ALL {
+                    assert_eq!(x.weight(kind), y.weight(kind), "{kind}");
+                }
+            }
+        }
+    }
+    // A budget below one block's needs fails before any work, naming what does not fit.
+    let mut s = settings("0.5", MaskerChoice::Wanda, "direct");
+    s.memory_budget = Some(Bytes(100_000));
+    let mut model = dense.clone();
+    let err = prune_model(&mut model, &calib, &s).unwrap_err();
+    assert!(matches!(err, optima::OptimaError::MemoryBudget { .. }), "{err}");
+    assert!(err.to_string().contains("memory budget"), "{err}");
+    assert_eq!(model.blocks[0].q, dense.blocks[0].q, "nothing was pruned");
 }

@@ -8,7 +8,8 @@
 //!
 //! - `manifest.json`: format version, the run's fingerprint, blocks done, per-layer records, times;
 //! - `block-B.safetensors`: the seven pruned weight matrices of block `B` (f32);
-//! - `inputs-B.safetensors`: the calibration inputs of block `B` (the outputs of block `B − 1`).
+//! - `inputs-B/seqS.bin`: the calibration inputs of block `B` (the outputs of block `B − 1`), one
+//!   file per sequence so that they are written and read one sequence at a time.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -18,6 +19,7 @@ use ndarray::Array2;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
+use super::activations::ActivationStore;
 use super::llama::{LinearKind, LlamaModel};
 use super::prune::{LayerRecord, PruneSettings};
 use crate::error::{OptimaError, Result};
@@ -32,6 +34,7 @@ struct Manifest {
     version: u32,
     fingerprint: String,
     blocks_done: usize,
+    sequences: usize,
     layers: Vec<LayerRecord>,
     seconds: [f64; 4],
 }
@@ -50,8 +53,10 @@ pub struct ResumeState {
     pub blocks_done: usize,
     /// The records of the layers already pruned.
     pub layers: Vec<LayerRecord>,
-    /// Calibration inputs of block `blocks_done`, one matrix per sequence.
-    pub inputs: Vec<Array2<f32>>,
+    /// Folder of the calibration inputs of block `blocks_done` (one file per sequence).
+    pub(crate) inputs: PathBuf,
+    /// Calibration sequences.
+    pub(crate) sequences: usize,
     /// Seconds spent so far in forward passes, Hessians, masks and updates.
     pub seconds: [f64; 4],
 }
@@ -130,30 +135,22 @@ impl Checkpoint {
                 *weight = saved;
             }
         }
-        let file = self.dir.join(format!("inputs-{}.safetensors", manifest.blocks_done));
-        let mut tensors = read_f32_tensors(&file)?;
-        let inputs = (0..tensors.len())
-            .map(|s| {
-                tensors
-                    .remove(&format!("seq{s}"))
-                    .ok_or_else(|| OptimaError::Format { path: file.clone(), detail: format!("missing tensor seq{s}") })
-            })
-            .collect::<Result<Vec<_>>>()?;
         Ok(Some(ResumeState {
             blocks_done: manifest.blocks_done,
             layers: manifest.layers,
-            inputs,
+            inputs: self.dir.join(format!("inputs-{}", manifest.blocks_done)),
+            sequences: manifest.sequences,
             seconds: manifest.seconds,
         }))
     }
 
     /// Records that `blocks_done` blocks are finished: saves the last finished block's weights
     /// (if any), the next block's inputs, then the manifest, and removes superseded inputs.
-    pub fn save(
+    pub(crate) fn save(
         &self,
         model: &LlamaModel,
         blocks_done: usize,
-        inputs: &[Array2<f32>],
+        inputs: &ActivationStore,
         layers: &[LayerRecord],
         seconds: [f64; 4],
     ) -> Result<()> {
@@ -164,13 +161,12 @@ impl Checkpoint {
                 LinearKind::ALL.iter().map(|&k| (k.short_name().to_string(), block.weight(k))).collect();
             write_f32_tensors(&self.dir.join(format!("block-{b}.safetensors")), &named)?;
         }
-        let named: Vec<(String, &Array2<f32>)> =
-            inputs.iter().enumerate().map(|(s, x)| (format!("seq{s}"), x)).collect();
-        write_f32_tensors(&self.dir.join(format!("inputs-{blocks_done}.safetensors")), &named)?;
+        inputs.write_to(&self.dir.join(format!("inputs-{blocks_done}")))?;
         let manifest = Manifest {
             version: FORMAT_VERSION,
             fingerprint: self.fingerprint.clone(),
             blocks_done,
+            sequences: inputs.len(),
             layers: layers.to_vec(),
             seconds,
         };
@@ -178,7 +174,7 @@ impl Checkpoint {
         write_atomically(&self.dir.join(MANIFEST), &text)?;
         if let Some(previous) = blocks_done.checked_sub(1) {
             // Superseded now that the manifest points past it; failing to remove it loses nothing.
-            let _ = std::fs::remove_file(self.dir.join(format!("inputs-{previous}.safetensors")));
+            let _ = std::fs::remove_dir_all(self.dir.join(format!("inputs-{previous}")));
         }
         Ok(())
     }

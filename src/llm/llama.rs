@@ -541,6 +541,18 @@ impl LlamaModel {
         Ok(())
     }
 
+    /// Parameters held in f32 (embeddings, norms, every linear layer, the output head).
+    pub fn parameter_count(&self) -> usize {
+        let blocks: usize = self
+            .blocks
+            .iter()
+            .map(|b| {
+                LinearKind::ALL.iter().map(|&k| b.weight(k).len()).sum::<usize>() + b.attn_norm.len() + b.ffn_norm.len()
+            })
+            .sum();
+        blocks + self.token_embd.len() + self.output_norm.len() + self.output.as_ref().map_or(0, |o| o.len())
+    }
+
     /// Embeddings of `tokens`, `[T, hidden]`. Errors on an empty sequence, a token id outside
     /// the vocabulary, or a sequence longer than the context.
     pub fn embed(&self, tokens: &[u32]) -> Result<Array2<f32>> {

@@ -1,6 +1,7 @@
 //! The end-to-end LLM side: tokenizer from GGUF metadata, the Llama forward pass, perplexity,
 //! block-sequential pruning with checkpoints.
 
+mod activations;
 pub mod calibration;
 pub mod checkpoint;
 pub mod llama;

@@ -11,14 +11,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
 
+use super::activations::ActivationStore;
 use super::checkpoint::Checkpoint;
-use super::llama::{LinearInput, LinearKind, LlamaModel};
+use super::llama::{LinearInput, LinearKind, LlamaConfig, LlamaModel};
 use crate::backend::Parallelism;
 use crate::error::{OptimaError, Result};
 use crate::hessian::{CpuHessianAccumulator, HessianAccumulator};
 use crate::mask::{MagnitudeMasker, Masker, SparseGptMasker, WandaMasker};
+use crate::memory::{Bytes, MemoryEstimate};
 use crate::problem::{Hessian, LayerProblem, Mask, SparsityPattern};
-use crate::solve::{SolverOptions, SparseGptSettings, evaluate, solver_by_name};
+use crate::solve::{QpSolver, RowChunked, SolverOptions, SparseGptSettings, evaluate, problem_memory, solver_by_name};
 
 /// How masks are chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -100,6 +102,78 @@ pub struct PruneSettings {
     pub max_blocks: Option<usize>,
     /// Show progress bars on stderr.
     pub progress: bool,
+    /// Memory the run may allocate beyond the loaded model (`None`: unbounded). Within it,
+    /// calibration activations spill to disk and solves run in row chunks as needed; a run that
+    /// cannot fit fails before any work with [`OptimaError::MemoryBudget`].
+    pub memory_budget: Option<Bytes>,
+}
+
+/// How a run fits its memory budget ([`plan_memory`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct MemoryPlan {
+    /// Calibration activations live on disk, one sequence in memory at a time.
+    pub activations_on_disk: bool,
+    /// Estimated peak of the run beyond the model, with this plan (solves chunked to fit).
+    pub estimated_peak: Bytes,
+}
+
+/// What one block's work needs besides the activations: Hessians, one sequence's forward pass,
+/// and the largest layer's mask and solve at one row per chunk.
+struct BlockMemory {
+    shared: Bytes,
+    layers: Vec<(LinearKind, Bytes, MemoryEstimate)>,
+}
+
+fn block_memory(config: &LlamaConfig, seq_len: usize, settings: &PruneSettings) -> Result<BlockMemory> {
+    let (h, i) = (config.hidden, config.intermediate);
+    let hessians = Bytes::f64s(3 * h * h + i * i) * 2;
+    let forward =
+        Bytes::f32s(seq_len * (10 * h + 4 * i) + seq_len * seq_len * config.heads) + Bytes::f64s(seq_len * h.max(i));
+    let solver = match &settings.update {
+        UpdateChoice::Solver(name) => Some(solver_by_name(name, &settings.solver)?),
+        UpdateChoice::None => None,
+    };
+    let layers = LinearKind::ALL
+        .iter()
+        .map(|&kind| {
+            let (m, n) = kind.shape(config);
+            let sparsegpt =
+                if settings.masker == MaskerChoice::SparseGpt { Bytes::f64s(4 * n * n + 2 * m * n) } else { Bytes(0) };
+            let whole_layer = Bytes::f64s(3 * m * n) + sparsegpt;
+            let solve =
+                solver.as_ref().map_or(MemoryEstimate::default(), |s| problem_memory(n).plus(s.memory_estimate(n)));
+            (kind, whole_layer, solve)
+        })
+        .collect();
+    Ok(BlockMemory { shared: hessians + forward, layers })
+}
+
+/// Plans a run of `sequences × seq_len` calibration tokens on a model of `config` within
+/// `settings.memory_budget`: activations in memory when they fit, else on disk; an error naming
+/// the smallest budget that would do when even one sequence and one row per solve do not fit.
+pub fn plan_memory(
+    config: &LlamaConfig,
+    sequences: usize,
+    seq_len: usize,
+    settings: &PruneSettings,
+) -> Result<MemoryPlan> {
+    let need = block_memory(config, seq_len, settings)?;
+    let largest = need.layers.iter().map(|(_, whole, solve)| *whole + solve.for_rows(1)).max().unwrap_or_default();
+    let one_sequence = Bytes::f32s(2 * seq_len * config.hidden);
+    let all_sequences = one_sequence * sequences;
+    let in_memory = need.shared + all_sequences + largest;
+    let on_disk = need.shared + one_sequence + largest;
+    match settings.memory_budget {
+        None => Ok(MemoryPlan { activations_on_disk: false, estimated_peak: in_memory }),
+        Some(budget) if in_memory <= budget => Ok(MemoryPlan { activations_on_disk: false, estimated_peak: in_memory }),
+        Some(budget) if on_disk <= budget => Ok(MemoryPlan { activations_on_disk: true, estimated_peak: on_disk }),
+        Some(budget) => Err(OptimaError::MemoryBudget {
+            what: "pruning one block (Hessians, one sequence's forward pass, the largest layer one row at a time)"
+                .into(),
+            needed: on_disk,
+            budget,
+        }),
+    }
 }
 
 /// What happened to one linear layer.
@@ -180,6 +254,15 @@ pub fn prune_model_resumable(
     let par = settings.solver.parallelism;
     let mut report = PruneReport { calibration_tokens: calibration.iter().map(Vec::len).sum(), ..Default::default() };
     let blocks = settings.max_blocks.map_or(model.blocks.len(), |b| b.min(model.blocks.len()));
+    let seq_len = calibration.iter().map(Vec::len).max().unwrap_or(0);
+    let plan = plan_memory(&model.config, calibration.len(), seq_len, settings)?;
+    let memory = block_memory(&model.config, seq_len, settings)?;
+    let activations_memory =
+        Bytes::f32s(2 * seq_len * model.config.hidden) * if plan.activations_on_disk { 1 } else { calibration.len() };
+    let spill = |b: usize| {
+        plan.activations_on_disk
+            .then(|| std::env::temp_dir().join(format!("optima-activations-{}-{b}", std::process::id())))
+    };
     let resumed = match checkpoint {
         Some(c) => c.resume(model)?,
         None => None,
@@ -188,11 +271,14 @@ pub fn prune_model_resumable(
         Some(state) => {
             [report.forward_seconds, report.hessian_seconds, report.mask_seconds, report.solve_seconds] = state.seconds;
             report.layers = state.layers;
-            (state.blocks_done.min(blocks), state.inputs)
+            let first = state.blocks_done.min(blocks);
+            (first, ActivationStore::read_from(&state.inputs, state.sequences, spill(first))?)
         }
         None => {
             let t = Instant::now();
-            let xs = calibration.iter().map(|seq| model.embed(seq)).collect::<Result<Vec<_>>>()?;
+            let xs = ActivationStore::build(calibration.len(), spill(0), |s| {
+                calibration.get(s).map_or_else(|| Err(OptimaError::Empty("calibration".into())), |seq| model.embed(seq))
+            })?;
             report.forward_seconds += t.elapsed().as_secs_f64();
             if let Some(c) = checkpoint {
                 c.save(model, 0, &xs, &[], [report.forward_seconds, 0.0, 0.0, 0.0])?;
@@ -221,7 +307,8 @@ pub fn prune_model_resumable(
             .collect();
         let mut failure: Option<OptimaError> = None;
         let (mut forward, mut hessian) = (0.0, 0.0);
-        for x in &xs {
+        for seq in 0..xs.len() {
+            let x = xs.get(seq)?;
             let t = Instant::now();
             let mut capture = |input: LinearInput, a: ArrayView2<'_, f32>| {
                 let th = Instant::now();
@@ -254,8 +341,14 @@ pub fn prune_model_resumable(
             let hessian = hessians
                 .get(&kind.input())
                 .ok_or_else(|| OptimaError::Numerical(format!("block {b}: no Hessian for {kind}")))?;
+            let solve_budget = settings.memory_budget.map(|budget| {
+                let whole_layer = memory.layers.iter().find(|(k, ..)| *k == kind).map_or(Bytes(0), |(_, w, _)| *w);
+                let used = memory.shared + activations_memory + whole_layer;
+                Bytes(budget.0.saturating_sub(used.0))
+            });
             let weight = to_f64(model.blocks[b].weight(kind));
-            let record = prune_layer(b, kind, weight, hessian.clone(), settings, model.blocks[b].weight_mut(kind))
+            let out = model.blocks[b].weight_mut(kind);
+            let record = prune_layer(b, kind, weight, hessian.clone(), settings, solve_budget, out)
                 .map_err(|e| located(e, b, kind.short_name()))?;
             report.mask_seconds += record.mask_seconds;
             report.solve_seconds += record.solve_seconds;
@@ -263,7 +356,7 @@ pub fn prune_model_resumable(
         }
         // The next block's inputs, from this block with its pruned weights.
         let t = Instant::now();
-        xs = xs.iter().map(|x| model.block_forward(b, x.view(), None)).collect::<Result<Vec<_>>>()?;
+        xs = ActivationStore::build(xs.len(), spill(b + 1), |seq| model.block_forward(b, xs.get(seq)?.view(), None))?;
         report.forward_seconds += t.elapsed().as_secs_f64();
         if let Some(c) = checkpoint {
             let seconds = [report.forward_seconds, report.hessian_seconds, report.mask_seconds, report.solve_seconds];
@@ -296,6 +389,7 @@ fn prune_layer(
     weight: Array2<f64>,
     hessian: Hessian,
     settings: &PruneSettings,
+    solve_budget: Option<Bytes>,
     out: &mut Array2<f32>,
 ) -> Result<LayerRecord> {
     let par: Parallelism = settings.solver.parallelism;
@@ -323,7 +417,14 @@ fn prune_layer(
             (updated, report)
         }
         (UpdateChoice::Solver(name), _) => {
-            let solution = solver_by_name(name, &settings.solver)?.solve(&problem, None)?;
+            let solver = solver_by_name(name, &settings.solver)?;
+            let solution = match solve_budget {
+                Some(budget) => {
+                    let what = format!("{kind} ({m}×{n}) with {name}");
+                    RowChunked::for_budget(solver, m, n, budget, &what)?.solve(&problem, None)?
+                }
+                None => solver.solve(&problem, None)?,
+            };
             (solution.weight, solution.report)
         }
         (UpdateChoice::None, _) => {

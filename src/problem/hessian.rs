@@ -16,7 +16,8 @@ const SYMMETRY_TOLERANCE: f64 = 1e-6;
 /// never fires) by setting `H_jj = 1`, and adds `λ I` with `λ = percdamp · mean(diag H)`.
 #[derive(Clone, Debug)]
 pub struct Hessian {
-    matrix: Array2<f64>,
+    /// Shared, so that sub-problems over row chunks of a layer cost no copy.
+    matrix: std::sync::Arc<Array2<f64>>,
     raw_diag: Vec<f64>,
     dead: Vec<usize>,
     damping: f64,
@@ -69,7 +70,7 @@ impl Hessian {
         for j in 0..n {
             matrix[[j, j]] += damping;
         }
-        Ok(Self { matrix, raw_diag, dead, damping, percdamp })
+        Ok(Self { matrix: std::sync::Arc::new(matrix), raw_diag, dead, damping, percdamp })
     }
 
     /// Number of inputs `n`.

@@ -74,6 +74,19 @@ impl LayerProblem {
         w
     }
 
+    /// The sub-problem of rows `range` (the Hessian is shared, not copied).
+    pub fn row_chunk(&self, range: std::ops::Range<usize>) -> Result<Self> {
+        if range.start >= range.end || range.end > self.rows() {
+            return Err(OptimaError::InvalidSetting(format!(
+                "row range {range:?} is empty or outside the layer's {} rows",
+                self.rows()
+            )));
+        }
+        let weight = self.weight.slice(ndarray::s![range.clone(), ..]).to_owned();
+        let mask = Mask::from_fn(range.len(), self.cols(), |i, j| self.mask.is_pruned(range.start + i, j));
+        Ok(Self { weight, hessian: self.hessian.clone(), mask })
+    }
+
     /// Takes the problem apart into weights, Hessian and mask.
     pub fn into_parts(self) -> (Array2<f64>, Hessian, Mask) {
         (self.weight, self.hessian, self.mask)

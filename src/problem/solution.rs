@@ -93,3 +93,48 @@ pub struct Solution {
     /// The certificate.
     pub report: SolveReport,
 }
+
+impl SolveReport {
+    /// The layer's figures from its rows: sums, maxima and counts, with `E = objective / energy`.
+    pub fn from_rows(
+        solver: &str,
+        n: usize,
+        rows: Vec<RowReport>,
+        output_energy: f64,
+        seconds: f64,
+        evaluation_seconds: f64,
+    ) -> Self {
+        let objective: f64 = rows.iter().map(|r| r.objective).sum();
+        let objective_mask_only: f64 = rows.iter().map(|r| r.objective_mask_only).sum();
+        let ratio = |x: f64| if output_energy > 0.0 { x / output_energy } else { 0.0 };
+        Self {
+            solver: solver.to_string(),
+            m: rows.len(),
+            n,
+            objective,
+            objective_mask_only,
+            output_energy,
+            error_before: ratio(objective_mask_only),
+            error_after: ratio(objective),
+            kkt_residual: rows.iter().map(|r| r.kkt_residual).fold(0.0, f64::max),
+            max_abs_pruned: rows.iter().map(|r| r.max_abs_pruned).fold(0.0, f64::max),
+            iterations: rows.iter().map(|r| r.iterations).max().unwrap_or(0),
+            failed_rows: rows.iter().filter(|r| !r.status.is_success()).count(),
+            regularized_rows: rows.iter().filter(|r| matches!(r.status, RowStatus::Regularized { .. })).count(),
+            rows,
+            seconds,
+            evaluation_seconds,
+        }
+    }
+
+    /// One report for a layer solved in row chunks, `parts` in row order.
+    pub fn concat(parts: Vec<SolveReport>) -> Option<Self> {
+        let first = parts.first()?;
+        let (solver, n) = (first.solver.clone(), first.n);
+        let energy = parts.iter().map(|p| p.output_energy).sum();
+        let seconds = parts.iter().map(|p| p.seconds).sum();
+        let evaluation = parts.iter().map(|p| p.evaluation_seconds).sum();
+        let rows = parts.into_iter().flat_map(|p| p.rows).collect();
+        Some(Self::from_rows(&solver, n, rows, energy, seconds, evaluation))
+    }
+}

@@ -18,6 +18,7 @@ use super::batched::{
 };
 use crate::backend::cpu::{spd_inverse, times_hessian};
 use crate::error::{OptimaError, Result};
+use crate::memory::{Bytes, MemoryEstimate};
 use crate::problem::{LayerProblem, RowStatus, Solution};
 
 /// Settings of [`AdmmSolver`].
@@ -60,6 +61,11 @@ impl AdmmSolver {
 impl QpSolver for AdmmSolver {
     fn name(&self) -> &str {
         "admm"
+    }
+
+    /// Ĥ, (Ĥ+ρI)⁻¹ and its factorization workspace.
+    fn memory_estimate(&self, cols: usize) -> MemoryEstimate {
+        MemoryEstimate { fixed: Bytes::f64s(3 * cols * cols), per_row: Bytes::f64s(12 * cols) }
     }
 
     fn solve(&self, problem: &LayerProblem, warm_start: Option<ArrayView2<'_, f64>>) -> Result<Solution> {

@@ -21,6 +21,7 @@ use super::pcg::run_pcg;
 use super::{DirectSettings, DirectSolver, PcgSettings, Preconditioner, QpSolver, direct_flops, evaluate};
 use crate::backend::Parallelism;
 use crate::error::Result;
+use crate::memory::{Bytes, MemoryEstimate};
 use crate::problem::{LayerProblem, Mask, RowStatus, Solution};
 
 /// PCG iterations per decade of tolerance with the inverse-Hessian preconditioner.
@@ -90,6 +91,12 @@ impl AutoSolver {
 impl QpSolver for AutoSolver {
     fn name(&self) -> &str {
         "auto"
+    }
+
+    /// The larger of `direct`'s and inverse-preconditioned `pcg`'s, either of which it may run.
+    fn memory_estimate(&self, cols: usize) -> MemoryEstimate {
+        let threads = self.settings.parallelism.threads();
+        MemoryEstimate { fixed: Bytes::f64s(cols * cols) * (1 + threads), per_row: Bytes::f64s(12 * cols) }
     }
 
     fn solve(&self, problem: &LayerProblem, warm_start: Option<ArrayView2<'_, f64>>) -> Result<Solution> {

@@ -14,6 +14,7 @@ use crate::backend::cpu::{
     Factorization, cholesky_inverse, cholesky_of, cholesky_solve, cholesky_with_retry, times_hessian,
 };
 use crate::error::{OptimaError, Result};
+use crate::memory::{Bytes, MemoryEstimate};
 use crate::problem::{LayerProblem, Mask, RowStatus, Solution};
 
 /// Which closed form `direct` uses.
@@ -97,6 +98,14 @@ struct GroupAnswer {
 impl QpSolver for DirectSolver {
     fn name(&self) -> &str {
         "direct"
+    }
+
+    /// H⁻¹ or a factor, plus one k×k block per thread.
+    fn memory_estimate(&self, cols: usize) -> MemoryEstimate {
+        MemoryEstimate {
+            fixed: Bytes::f64s(cols * cols) * (1 + self.settings.parallelism.threads()),
+            per_row: Bytes::f64s(4 * cols),
+        }
     }
 
     fn solve(&self, problem: &LayerProblem, _warm_start: Option<ArrayView2<'_, f64>>) -> Result<Solution> {

@@ -56,27 +56,7 @@ pub fn evaluate(
             status: status.get(i).copied().unwrap_or(RowStatus::NumericalError),
         });
     }
-    let objective: f64 = rows.iter().map(|r| r.objective).sum();
-    let objective_mask_only: f64 = rows.iter().map(|r| r.objective_mask_only).sum();
-    let ratio = |x: f64| if energy > 0.0 { x / energy } else { 0.0 };
-    let mut report = SolveReport {
-        solver: solver.to_string(),
-        m,
-        n,
-        objective,
-        objective_mask_only,
-        output_energy: energy,
-        error_before: ratio(objective_mask_only),
-        error_after: ratio(objective),
-        kkt_residual: rows.iter().map(|r| r.kkt_residual).fold(0.0, f64::max),
-        max_abs_pruned: rows.iter().map(|r| r.max_abs_pruned).fold(0.0, f64::max),
-        iterations: rows.iter().map(|r| r.iterations).max().unwrap_or(0),
-        failed_rows: rows.iter().filter(|r| !r.status.is_success()).count(),
-        regularized_rows: rows.iter().filter(|r| matches!(r.status, RowStatus::Regularized { .. })).count(),
-        rows,
-        seconds,
-        evaluation_seconds: 0.0,
-    };
+    let mut report = SolveReport::from_rows(solver, n, rows, energy, seconds, 0.0);
     report.evaluation_seconds = start.elapsed().as_secs_f64();
     report
 }

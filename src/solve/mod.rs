@@ -4,6 +4,7 @@
 mod admm;
 mod auto;
 mod batched;
+mod chunked;
 mod direct;
 mod evaluate;
 mod pcg;
@@ -15,6 +16,7 @@ use ndarray::ArrayView2;
 pub use admm::{AdmmSettings, AdmmSolver};
 pub use auto::{AutoPlan, AutoSettings, AutoSolver};
 pub use batched::{DEFAULT_TOLERANCE, IterativeSettings};
+pub use chunked::{RowChunked, problem_memory};
 pub use direct::{DirectForm, DirectSettings, DirectSolver, direct_flops};
 pub use evaluate::{enforce_mask, evaluate};
 pub use pcg::{PcgSettings, PcgSolver, Preconditioner};
@@ -22,6 +24,7 @@ pub use pdhg::{PdhgSettings, PdhgSolver};
 pub use sparsegpt::{SparseGptMasker, SparseGptSettings, SparseGptSolver};
 
 use crate::error::Result;
+use crate::memory::{Bytes, MemoryEstimate};
 use crate::problem::{LayerProblem, Solution};
 
 /// Reconstructs the kept weights of every row of a layer.
@@ -32,6 +35,12 @@ pub trait QpSolver {
     /// Solves every row of `problem`. `warm_start` (m×n), where given, is a starting point that
     /// iterative solvers may use; exact solvers ignore it.
     fn solve(&self, problem: &LayerProblem, warm_start: Option<ArrayView2<'_, f64>>) -> Result<Solution>;
+
+    /// Working memory of a solve over `cols` inputs, beyond the problem itself: what a memory
+    /// budget plans row chunks with ([`RowChunked`]). The default is a conservative guess.
+    fn memory_estimate(&self, cols: usize) -> MemoryEstimate {
+        MemoryEstimate { fixed: Bytes::f64s(2 * cols * cols), per_row: Bytes::f64s(16 * cols) }
+    }
 }
 
 /// What `solver_by_name` needs to configure any solver from the command line or a bench.

@@ -13,6 +13,7 @@ use super::batched::{
 };
 use crate::backend::cpu::{spd_inverse, times_hessian};
 use crate::error::{OptimaError, Result};
+use crate::memory::{Bytes, MemoryEstimate};
 use crate::problem::{LayerProblem, RowStatus, Solution};
 
 /// A preconditioner shared by every row (restricted to each row's kept set).
@@ -77,6 +78,18 @@ impl PcgSolver {
 impl QpSolver for PcgSolver {
     fn name(&self) -> &str {
         "pcg"
+    }
+
+    /// H⁻¹ for the inverse preconditioner; a dozen n-vectors per row.
+    fn memory_estimate(&self, cols: usize) -> MemoryEstimate {
+        MemoryEstimate {
+            fixed: if self.settings.preconditioner == Preconditioner::InverseHessian {
+                Bytes::f64s(cols * cols)
+            } else {
+                Bytes(0)
+            },
+            per_row: Bytes::f64s(12 * cols),
+        }
     }
 
     fn solve(&self, problem: &LayerProblem, warm_start: Option<ArrayView2<'_, f64>>) -> Result<Solution> {

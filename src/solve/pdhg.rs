@@ -27,6 +27,7 @@ use super::batched::{
 };
 use crate::backend::cpu::times_hessian;
 use crate::error::{OptimaError, Result};
+use crate::memory::{Bytes, MemoryEstimate};
 use crate::problem::{LayerProblem, RowStatus, Solution};
 
 /// Iterations between restart and termination checks.
@@ -65,6 +66,11 @@ impl PdhgSolver {
 impl QpSolver for PdhgSolver {
     fn name(&self) -> &str {
         "pdhg"
+    }
+
+    /// Step-size estimation; primal, dual and averaged iterates per row.
+    fn memory_estimate(&self, cols: usize) -> MemoryEstimate {
+        MemoryEstimate { fixed: Bytes::f64s(cols * cols), per_row: Bytes::f64s(16 * cols) }
     }
 
     fn solve(&self, problem: &LayerProblem, warm_start: Option<ArrayView2<'_, f64>>) -> Result<Solution> {

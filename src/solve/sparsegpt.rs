@@ -13,6 +13,7 @@ use crate::backend::Parallelism;
 use crate::backend::cpu::{cholesky_of, spd_inverse};
 use crate::error::{OptimaError, Result, check_finite};
 use crate::mask::Masker;
+use crate::memory::{Bytes, MemoryEstimate};
 use crate::problem::{Hessian, LayerProblem, Mask, RatioScope, RowStatus, Solution, SparsityPattern, pruned_count};
 
 /// Columns per lazy block, as in the reference implementation.
@@ -92,6 +93,11 @@ impl Masker for SparseGptMasker {
 impl QpSolver for SparseGptSolver {
     fn name(&self) -> &str {
         "sparsegpt"
+    }
+
+    /// H, its inverse and Cholesky factor.
+    fn memory_estimate(&self, cols: usize) -> MemoryEstimate {
+        MemoryEstimate { fixed: Bytes::f64s(4 * cols * cols), per_row: Bytes::f64s(4 * cols) }
     }
 
     fn solve(&self, problem: &LayerProblem, _warm_start: Option<ArrayView2<'_, f64>>) -> Result<Solution> {

@@ -8,7 +8,8 @@ use optima::llm::calibration::{calibration_sequences, read_text, skip_chars};
 use optima::llm::checkpoint::Checkpoint;
 use optima::llm::model_file::{WeightPrecision, load_model, write_model_gguf, write_model_safetensors};
 use optima::llm::perplexity::perplexity;
-use optima::llm::prune::{MaskerChoice, PruneSettings, UpdateChoice, prune_model_resumable};
+use optima::llm::prune::{MaskerChoice, PruneSettings, UpdateChoice, plan_memory, prune_model_resumable};
+use optima::memory::Bytes;
 use optima::solve::SolverOptions;
 use optima::{OptimaError, Parallelism, SparsityPattern};
 use serde_json::json;
@@ -79,6 +80,10 @@ pub struct PruneArgs {
     /// once the output is written.
     #[arg(long)]
     checkpoint: Option<PathBuf>,
+    /// Memory budget of the whole run (e.g. 8G): activations spill to disk and solves run in row
+    /// chunks to fit; a run that cannot fit fails before any work.
+    #[arg(long)]
+    max_memory: Option<Bytes>,
     /// Continue a run that was interrupted, from the last block its checkpoint finished.
     #[arg(long)]
     resume: bool,
@@ -111,7 +116,26 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         solver: SolverOptions { tolerance: args.tol, parallelism: par, ..SolverOptions::default() },
         max_blocks: args.max_blocks,
         progress: !args.json,
+        memory_budget: None,
     };
+    // The budget covers the whole process: the file as read and its f32 weights come first.
+    let file_bytes = std::fs::metadata(&args.model).map(|m| m.len()).unwrap_or(0);
+    let loaded_bytes = Bytes(file_bytes) + Bytes::f32s(loaded.model.parameter_count());
+    let settings = match args.max_memory {
+        Some(total) if loaded_bytes >= total => {
+            return Err(OptimaError::MemoryBudget {
+                what: "loading the model".into(),
+                needed: loaded_bytes,
+                budget: total,
+            });
+        }
+        Some(total) => PruneSettings { memory_budget: Some(Bytes(total.0 - loaded_bytes.0)), ..settings },
+        None => settings,
+    };
+    let plan = plan_memory(&loaded.model.config, calibration.len(), args.seq_len, &settings)?;
+    if plan.activations_on_disk && !args.json {
+        eprintln!("calibration activations spill to disk to fit --max-memory");
+    }
     let checkpoint_dir = args.checkpoint.clone().or_else(|| {
         args.out.as_ref().map(|out| {
             let mut name = out.file_name().unwrap_or_default().to_os_string();
@@ -174,6 +198,7 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
             "tokenize": tokenize_seconds,
         },
         "perplexity": ppl,
+        "memory_plan": plan,
         "out": args.out.as_ref().map(|p| p.display().to_string()),
     });
     if let (Some(c), Some(_)) = (&checkpoint, &args.out) {
