@@ -71,6 +71,7 @@ pub fn generate_problem(case: &BenchCase, par: Parallelism) -> Result<LayerProbl
 
 /// Seconds faer takes to factor `count` Cholesky problems of size `dim` (principal submatrices of
 /// `problem`'s Hessian), spread over rows in parallel exactly as `direct` spreads its rows.
+#[allow(clippy::indexing_slicing)] // the block lies inside H: offset + size ≤ n by construction.
 pub fn cholesky_baseline_seconds(problem: &LayerProblem, dim: usize, count: usize, par: Parallelism) -> Result<f64> {
     let h = problem.hessian().matrix();
     let dim = dim.min(h.nrows());

@@ -36,6 +36,7 @@ impl CpuHessianAccumulator {
 }
 
 impl HessianAccumulator for CpuHessianAccumulator {
+    #[allow(clippy::indexing_slicing)] // x is batch × n, checked against the accumulator width above.
     fn add_batch(&mut self, x: ArrayView2<'_, f32>) -> Result<()> {
         let (batch, n) = x.dim();
         if n != self.sum.nrows() {

@@ -172,6 +172,7 @@ pub fn cholesky_inverse(l: MatRef<'_, f64>, par: Par) -> Mat<f64> {
 }
 
 /// Factors `a + shift·I` (symmetric; its lower triangle is read) with bounded retries.
+#[allow(clippy::indexing_slicing)] // i, j run over the dimensions of the matrix being copied.
 pub fn cholesky_of(a: ArrayView2<'_, f64>, shift: f64, par: Par) -> Result<(Mat<f64>, Factorization)> {
     let n = a.nrows();
     let mut l = Mat::<f64>::zeros(n, n);

@@ -73,7 +73,7 @@ pub fn calibration_sequences(tokens: &[u32], count: usize, len: usize, seed: u64
     Ok((0..count)
         .map(|_| {
             let start = rng.random_range(0..=tokens.len() - len);
-            tokens[start..start + len].to_vec()
+            tokens.get(start..start + len).map(<[u32]>::to_vec).unwrap_or_default()
         })
         .collect())
 }

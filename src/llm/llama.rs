@@ -621,17 +621,21 @@ impl LlamaModel {
         while start < scored {
             let end = (start + LOGIT_ROW_CHUNK).min(scored);
             let logits = self.logits(hidden.slice(s![start..end, ..]))?;
-            let chunk: Vec<f32> = logits
+            let targets = tokens.get(start + 1..end + 1).unwrap_or_default();
+            let chunk = logits
                 .axis_iter(Axis(0))
                 .into_par_iter()
-                .zip(&tokens[start + 1..end + 1])
+                .zip(targets)
                 .map(|(row, &target)| {
                     let max = row.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l));
                     let sum: f64 = row.iter().map(|&l| f64::from(exp(l - max))).sum();
                     let lse = f64::from(max) + sum.ln();
-                    (lse - f64::from(row[target as usize])) as f32
+                    let logit = row.get(target as usize).ok_or_else(|| {
+                        OptimaError::InvalidSetting(format!("token {target} is outside the vocabulary of {}", row.len()))
+                    })?;
+                    Ok((lse - f64::from(*logit)) as f32)
                 })
-                .collect();
+                .collect::<Result<Vec<f32>>>()?;
             out.extend(chunk);
             start = end;
         }
@@ -750,6 +754,7 @@ struct RopeTable {
 }
 
 impl RopeTable {
+    #[allow(clippy::indexing_slicing)] // pos < t and i < half: the tables are t × half.
     fn new(t: usize, head_dim: usize, theta: f32) -> Self {
         let half = head_dim / 2;
         // One rotation step per pair, then positions by angle addition in f64 (error ~ T·1e-16),
@@ -772,6 +777,7 @@ impl RopeTable {
 
     /// Rotates adjacent pairs `(2i, 2i+1)` of every head of `x` `[T, heads · head_dim]`, row t at
     /// position t.
+    #[allow(clippy::indexing_slicing)] // The table is built for x's T rows, so (pos + 1) · half fits.
     fn apply(&self, mut x: ArrayViewMut2<'_, f32>, head_dim: usize) {
         let half = self.half;
         x.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(pos, mut row)| {
@@ -793,9 +799,9 @@ impl RopeTable {
 fn rotate_pairs(row: &mut [f32], cos: &[f32], sin: &[f32], head_dim: usize) {
     for head in row.chunks_exact_mut(head_dim) {
         for ((pair, &c), &s) in head.chunks_exact_mut(2).zip(cos).zip(sin) {
-            let (x0, x1) = (pair[0], pair[1]);
-            pair[0] = x0 * c - x1 * s;
-            pair[1] = x0 * s + x1 * c;
+            if let [x0, x1] = pair {
+                (*x0, *x1) = (*x0 * c - *x1 * s, *x0 * s + *x1 * c);
+            }
         }
     }
 }

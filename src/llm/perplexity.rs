@@ -59,7 +59,7 @@ pub fn perplexity(
     }
     let mut sum = 0.0f64;
     let mut count = 0usize;
-    for window in tokens[..needed].chunks_exact(window_len) {
+    for window in tokens.get(..needed).unwrap_or_default().chunks_exact(window_len) {
         let nll = model.nll(window)?;
         sum += nll.iter().map(|&v| f64::from(v)).sum::<f64>();
         count += nll.len();

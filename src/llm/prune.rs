@@ -346,8 +346,9 @@ pub fn prune_model_resumable(
                 let used = memory.shared + activations_memory + whole_layer;
                 Bytes(budget.0.saturating_sub(used.0))
             });
-            let weight = to_f64(model.blocks[b].weight(kind));
-            let out = model.blocks[b].weight_mut(kind);
+            let block = model.blocks.get_mut(b).ok_or_else(|| OptimaError::Numerical(format!("no block {b}")))?;
+            let weight = to_f64(block.weight(kind));
+            let out = block.weight_mut(kind);
             let record = prune_layer(b, kind, weight, hessian.clone(), settings, solve_budget, out)
                 .map_err(|e| located(e, b, kind.short_name()))?;
             report.mask_seconds += record.mask_seconds;
@@ -438,9 +439,12 @@ fn prune_layer(
     if new_weight.iter().any(|v| !v.is_finite()) {
         return Err(OptimaError::Numerical(format!("{kind}: the update produced a non-finite weight")));
     }
-    for ((i, j), v) in out.indexed_iter_mut() {
-        *v = if problem.mask().is_pruned(i, j) { 0.0 } else { new_weight[[i, j]] as f32 };
+    if out.dim() != new_weight.dim() {
+        return Err(OptimaError::shape(kind.short_name(), format!("{:?}", out.dim()), format!("{:?}", new_weight.dim())));
     }
+    ndarray::Zip::indexed(out).and(&new_weight).for_each(|(i, j), v, &w| {
+        *v = if problem.mask().is_pruned(i, j) { 0.0 } else { w as f32 };
+    });
     Ok(LayerRecord {
         block,
         layer: kind,

@@ -44,6 +44,7 @@ impl Masker for WandaMasker {
         "wanda"
     }
 
+    #[allow(clippy::indexing_slicing)] // norms has one entry per column of weight (checked against the Hessian).
     fn select(&self, weight: ArrayView2<'_, f64>, hessian: &Hessian, pattern: &SparsityPattern) -> Result<Mask> {
         check_inputs(weight, hessian)?;
         let norms: Vec<f64> = hessian.raw_diag().iter().map(|d| d.sqrt()).collect();

@@ -7,6 +7,7 @@ use crate::problem::{Mask, RatioScope, SparsityPattern, pruned_count};
 
 /// Prunes the lowest-scoring entries as `pattern` dictates: per row, per layer, or per N:M group.
 /// Ties go to the lower column (then row) index, so the result is deterministic.
+#[allow(clippy::indexing_slicing)] // groups tile the validated row width (n divisible by M).
 pub fn select_lowest(scores: ArrayView2<'_, f64>, pattern: &SparsityPattern) -> Result<Mask> {
     let (m, n) = scores.dim();
     pattern.validate(n)?;

@@ -1,5 +1,7 @@
 //! The layer Hessian `H = XᵀX / N` with the damping and dead-input conventions of DESIGN.md §2.
 
+#![allow(clippy::indexing_slicing)] // Indices run over 0..n of a matrix checked square (n × n) before any is used.
+
 use ndarray::{Array2, ArrayView2};
 
 use crate::error::{OptimaError, Result, check_finite};

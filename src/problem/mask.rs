@@ -72,6 +72,7 @@ impl Mask {
     }
 
     /// Marks `W[i, j]` pruned or kept. Panics only on out-of-range indices (a caller bug).
+    #[allow(clippy::indexing_slicing)] // Documented panic on a caller bug, as ndarray's indexing.
     pub fn set(&mut self, i: usize, j: usize, pruned: bool) {
         let word = &mut self.bits[i * self.words + j / 64];
         let bit = 1u64 << (j % 64);
@@ -82,14 +83,16 @@ impl Mask {
         }
     }
 
-    /// Whether `W[i, j]` is pruned.
+    /// Whether `W[i, j]` is pruned (`false` outside the mask).
     pub fn is_pruned(&self, i: usize, j: usize) -> bool {
-        self.bits[i * self.words + j / 64] >> (j % 64) & 1 == 1
+        i < self.rows
+            && j < self.cols
+            && self.bits.get(i * self.words + j / 64).is_some_and(|word| word >> (j % 64) & 1 == 1)
     }
 
-    /// The bit words of row `i` (for grouping rows with identical masks).
+    /// The bit words of row `i` (for grouping rows with identical masks; empty outside the mask).
     pub fn row_words(&self, i: usize) -> &[u64] {
-        &self.bits[i * self.words..(i + 1) * self.words]
+        self.bits.get(i * self.words..(i + 1) * self.words).unwrap_or_default()
     }
 
     /// Number of pruned entries in row `i`.

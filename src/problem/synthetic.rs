@@ -33,6 +33,7 @@ impl LlmLikeLayer {
     }
 
     /// The weights (m×n) and the undamped Hessian `XᵀX / N` (n×n).
+    #[allow(clippy::indexing_slicing)] // scale has one entry per column.
     pub fn generate(&self, par: Parallelism) -> (Array2<f64>, Array2<f64>) {
         let (m, n, t) = (self.rows, self.cols, self.tokens.max(1));
         let mut rng = StdRng::seed_from_u64(self.seed);

@@ -81,6 +81,7 @@ impl QpSolver for AdmmSolver {
     }
 }
 
+#[allow(clippy::indexing_slicing)] // indices run over the validated problem dimensions and the live batch.
 fn run_admm(problem: &LayerProblem, x0: Array2<f64>, s: &AdmmSettings) -> Result<Outcome> {
     let it = s.iterative;
     let par = it.parallelism;

@@ -99,6 +99,7 @@ impl QpSolver for AutoSolver {
         MemoryEstimate { fixed: Bytes::f64s(cols * cols) * (1 + threads), per_row: Bytes::f64s(12 * cols) }
     }
 
+    #[allow(clippy::indexing_slicing)] // row indices come from 0..m and from the sub-problem built over them.
     fn solve(&self, problem: &LayerProblem, warm_start: Option<ArrayView2<'_, f64>>) -> Result<Solution> {
         let par = self.settings.parallelism;
         let direct = DirectSolver::new(DirectSettings::default().parallelism(par));

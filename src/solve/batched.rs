@@ -41,6 +41,7 @@ impl IterativeSettings {
 }
 
 /// 1.0 where the row keeps input j, 0.0 where it is pruned, for the given global rows.
+#[allow(clippy::indexing_slicing)] // row indices come from 0..m and from the live batch.
 pub(crate) fn kept_indicator(problem: &LayerProblem, rows: &[usize]) -> Array2<f64> {
     let mask = problem.mask();
     Array2::from_shape_fn((rows.len(), problem.cols()), |(r, j)| if mask.is_pruned(rows[r], j) { 0.0 } else { 1.0 })
@@ -111,6 +112,7 @@ impl Outcome {
     }
 
     /// Records local row `local` of `x` as global row `global`.
+    #[allow(clippy::indexing_slicing)] // row indices come from 0..m and from the live batch.
     pub(crate) fn finish_row(
         &mut self,
         global: usize,
@@ -131,6 +133,7 @@ pub(crate) fn retain_rows(a: &mut Array2<f64>, keep: &[usize]) {
 }
 
 /// Keeps only entries `keep` of a per-row vector.
+#[allow(clippy::indexing_slicing)] // row indices come from 0..m and from the live batch.
 pub(crate) fn retain_entries<T: Clone>(v: &mut Vec<T>, keep: &[usize]) {
     *v = keep.iter().map(|&i| v[i].clone()).collect();
 }

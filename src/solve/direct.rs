@@ -1,6 +1,9 @@
 //! The exact solver: per row, a Cholesky of the smaller of `H_SS` (primal) and `G_PP` with
 //! `G = H⁻¹` (dual); rows with identical masks share one factorization; rows run in parallel.
 
+#![allow(clippy::indexing_slicing)] // Dense kernels: every index runs over the dimensions LayerProblem::new validated (m rows, n
+// inputs) or over index sets built from the mask.
+
 use std::collections::HashMap;
 use std::time::Instant;
 

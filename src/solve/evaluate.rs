@@ -13,6 +13,7 @@ const TINY: f64 = 1e-300;
 
 /// Measures `weight` against `problem` and assembles the report. `iterations` and `status` are
 /// the solver's own per-row account; `seconds` its solve time.
+#[allow(clippy::indexing_slicing)] // i < m and j < n by the loop bounds; every matrix here is m × n.
 pub fn evaluate(
     solver: &str,
     problem: &LayerProblem,

@@ -4,6 +4,9 @@
 //! `P · H` per iteration. A row stops when its residual recurrence reaches the tolerance and a
 //! freshly computed true residual confirms it (otherwise it restarts from the true residual).
 
+#![allow(clippy::indexing_slicing)] // Dense kernels: every index runs over the dimensions LayerProblem::new validated (m rows, n
+// inputs) or over the live batch built from them.
+
 use ndarray::{Array1, Array2, ArrayView2, Zip};
 
 use super::QpSolver;

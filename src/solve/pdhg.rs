@@ -19,6 +19,9 @@
 //! `|xᵀH(x−w)| ≤ ε_abs + ε_rel(|primal| + |dual|)`. Defaults are the paper's: `ε = 1e-2`, at most
 //! 100 000 iterations. The returned weights have pruned entries set to exactly 0.
 
+#![allow(clippy::indexing_slicing)] // Dense kernels: every index runs over the dimensions LayerProblem::new validated (m rows, n
+// inputs) or over the live batch built from them.
+
 use ndarray::{Array1, Array2, ArrayView2, Axis, Zip};
 
 use super::QpSolver;

@@ -2,6 +2,9 @@
 //! `U = chol_upper(H⁻¹)`. Two roles: a [`Masker`] (its own mask selection, scores `w²/U_jj²`) and,
 //! for a given mask, an approximate updater — the baseline the exact solvers are measured against.
 
+#![allow(clippy::indexing_slicing)] // Dense kernels: every index runs over the validated weight and Hessian dimensions and the
+// 128-column blocks that tile them.
+
 use std::time::Instant;
 
 use faer::{Accum, Mat, MatRef, Par};
