@@ -631,7 +631,10 @@ impl LlamaModel {
                     let sum: f64 = row.iter().map(|&l| f64::from(exp(l - max))).sum();
                     let lse = f64::from(max) + sum.ln();
                     let logit = row.get(target as usize).ok_or_else(|| {
-                        OptimaError::InvalidSetting(format!("token {target} is outside the vocabulary of {}", row.len()))
+                        OptimaError::InvalidSetting(format!(
+                            "token {target} is outside the vocabulary of {}",
+                            row.len()
+                        ))
                     })?;
                     Ok((lse - f64::from(*logit)) as f32)
                 })

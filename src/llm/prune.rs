@@ -440,7 +440,11 @@ fn prune_layer(
         return Err(OptimaError::Numerical(format!("{kind}: the update produced a non-finite weight")));
     }
     if out.dim() != new_weight.dim() {
-        return Err(OptimaError::shape(kind.short_name(), format!("{:?}", out.dim()), format!("{:?}", new_weight.dim())));
+        return Err(OptimaError::shape(
+            kind.short_name(),
+            format!("{:?}", out.dim()),
+            format!("{:?}", new_weight.dim()),
+        ));
     }
     ndarray::Zip::indexed(out).and(&new_weight).for_each(|(i, j), v, &w| {
         *v = if problem.mask().is_pruned(i, j) { 0.0 } else { w as f32 };
