@@ -369,3 +369,46 @@ fn a_memory_budget_spills_activations_and_chunks_solves_to_the_same_bits() {
     assert!(err.to_string().contains("memory budget"), "{err}");
     assert_eq!(model.blocks[0].q, dense.blocks[0].q, "nothing was pruned");
 }
+
+#[test]
+fn hostile_model_files_and_budgets_exit_with_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let model = dir.path().join("tiny.gguf");
+    let mut dense = LlamaModel::random(tiny_config(), 8).unwrap();
+    write_tiny_gguf(&model, &dense);
+    let text = dir.path().join("calib.txt");
+    std::fs::write(&text, "the thin thing in the tin then ".repeat(100)).unwrap();
+    let run = |model: &Path, extra: &[&str]| {
+        let mut args = vec!["prune".to_string(), "--model".into(), s(model), "--calib".into(), s(&text)];
+        args.extend(["--calib-seqs", "2", "--seq-len", "16"].map(String::from));
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Command::new(env!("CARGO_BIN_EXE_optima")).args(&args).output().unwrap()
+    };
+    let fails_cleanly = |out: std::process::Output, needle: &str| {
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line expected: {stderr}");
+        assert!(stderr.starts_with("error: ") && stderr.contains(needle), "{needle:?} not in {stderr}");
+    };
+
+    let bytes = std::fs::read(&model).unwrap();
+    for cut in [0, 3, 24, bytes.len() / 3, bytes.len() - 1] {
+        let truncated = dir.path().join(format!("cut{cut}.gguf"));
+        std::fs::write(&truncated, &bytes[..cut]).unwrap();
+        fails_cleanly(run(&truncated, &[]), "cut");
+    }
+
+    dense.blocks[1].up[[3, 5]] = f32::NAN;
+    let nan = dir.path().join("nan.gguf");
+    write_tiny_gguf(&nan, &dense);
+    fails_cleanly(run(&nan, &[]), "blk.1.ffn_up.weight");
+
+    let out = dir.path().join("out.gguf");
+    fails_cleanly(run(&model, &["--max-memory", "300K", "--out", &s(&out)]), "memory budget");
+    // A malformed flag is a usage error: clap's exit code 2 and its usage hint, never a panic.
+    let usage = run(&model, &["--max-memory", "lots"]);
+    assert_eq!(usage.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&usage.stderr).starts_with("error: invalid value 'lots'"));
+    assert!(!out.exists());
+}
