@@ -6,7 +6,7 @@ use std::process::Command;
 use optima::io::gguf::{GgufTensorData, GgufValue, GgufValueType, write_gguf};
 use optima::llm::calibration::calibration_sequences;
 use optima::llm::llama::{LinearKind, LlamaConfig, LlamaModel};
-use optima::llm::model_file::{WeightPrecision, load_model, write_model_gguf};
+use optima::llm::model_file::{WeightPrecision, load_model, write_model_gguf, write_model_safetensors};
 use optima::llm::prune::{MaskerChoice, PruneSettings, plan_memory, prune_model};
 use optima::llm::tokenizer::bytes_to_unicode;
 use optima::memory::Bytes;
@@ -411,4 +411,23 @@ fn hostile_model_files_and_budgets_exit_with_one_line_errors() {
     assert_eq!(usage.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&usage.stderr).starts_with("error: invalid value 'lots'"));
     assert!(!out.exists());
+}
+
+#[test]
+fn safetensors_output_holds_every_tensor_bit_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    let model = LlamaModel::random(tiny_config(), 9).unwrap();
+    write_tiny_gguf(&path, &model);
+    let loaded = load_model(&path).unwrap();
+    let out = dir.path().join("tiny.safetensors");
+    write_model_safetensors(&out, &loaded.gguf, &loaded.model).unwrap();
+    let bytes = std::fs::read(&out).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.len(), loaded.gguf.tensors.len());
+    let down = st.tensor("blk.1.ffn_down.weight").unwrap();
+    assert_eq!(down.shape(), &[64, 128]);
+    let values: Vec<f32> = down.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(values, model.blocks[1].down.iter().copied().collect::<Vec<_>>());
+    assert!(write_model_safetensors(&path, &loaded.gguf, &loaded.model).is_err(), "never overwrites the input");
 }

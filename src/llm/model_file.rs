@@ -6,13 +6,13 @@ use std::path::Path;
 
 use half::f16;
 use ndarray::Array2;
-use safetensors::{Dtype, tensor::TensorView};
+use safetensors::Dtype;
 
 use super::llama::{LinearKind, LlamaConfig, LlamaModel};
 use super::tokenizer::Tokenizer;
 use crate::error::{OptimaError, Result};
 use crate::io::gguf::{GgufFile, GgufTensorData, GgufValue, write_gguf};
-use crate::io::write_atomically;
+use crate::io::write_atomically_via;
 
 /// A model file, its Llama weights in f32, and its tokenizer.
 pub struct LoadedModel {
@@ -125,29 +125,43 @@ pub fn write_model_gguf(path: &Path, source: &GgufFile, model: &LlamaModel, prec
     write_gguf(path, &metadata, &tensors)
 }
 
-/// Writes every tensor of `model` as f32 safetensors under its GGUF name ([out, in] matrices).
+/// One f32 tensor for safetensors, converted to bytes only when the writer reaches it.
+struct F32Tensor<'a> {
+    shape: Vec<usize>,
+    values: std::borrow::Cow<'a, [f32]>,
+}
+
+impl safetensors::View for F32Tensor<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        self.values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()
+    }
+    fn data_len(&self) -> usize {
+        4 * self.values.len()
+    }
+}
+
+/// Writes every tensor of `model` as f32 safetensors under its GGUF name ([out, in] matrices),
+/// streamed one tensor at a time.
 pub fn write_model_safetensors(path: &Path, source: &GgufFile, model: &LlamaModel) -> Result<()> {
     refuse_overwrite(path, source.path())?;
-    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut tensors = Vec::with_capacity(source.tensors.len());
     for info in &source.tensors {
-        let values: Vec<f32> = match model_tensor(model, &info.name) {
-            Some(v) => v.to_vec(),
-            None => source.tensor_f32(&info.name)?.1,
+        let values = match model_tensor(model, &info.name) {
+            Some(v) => std::borrow::Cow::Borrowed(v),
+            None => std::borrow::Cow::Owned(source.tensor_f32(&info.name)?.1),
         };
-        let shape: Vec<usize> = info.dims.iter().rev().copied().collect();
-        owned.push((info.name.clone(), shape, values.iter().flat_map(|v| v.to_le_bytes()).collect()));
+        tensors.push((info.name.clone(), F32Tensor { shape: info.dims.iter().rev().copied().collect(), values }));
     }
+    let metadata = HashMap::from([("producer".to_string(), format!("optima {}", env!("CARGO_PKG_VERSION")))]);
     let format =
         |e: safetensors::SafeTensorError| OptimaError::Format { path: path.to_path_buf(), detail: e.to_string() };
-    let views = owned
-        .iter()
-        .map(|(name, shape, data)| {
-            Ok((name.clone(), TensorView::new(Dtype::F32, shape.clone(), data).map_err(format)?))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let metadata = HashMap::from([("producer".to_string(), format!("optima {}", env!("CARGO_PKG_VERSION")))]);
-    let bytes = safetensors::serialize(views, Some(metadata)).map_err(format)?;
-    write_atomically(path, &bytes)
+    write_atomically_via(path, |tmp| safetensors::serialize_to_file(tensors, Some(metadata), tmp).map_err(format))
 }
 
 fn refuse_overwrite(out: &Path, input: &Path) -> Result<()> {

@@ -89,6 +89,10 @@ pub struct PruneArgs {
     resume: bool,
 }
 
+/// What the process holds besides the model, texts and the planned work: code, the tokenizer,
+/// thread stacks, allocator slack. Measured at about 60 MiB on SmolLM2 (docs/robustness.md).
+const RUNTIME_OVERHEAD: Bytes = Bytes(96 << 20);
+
 pub fn run(args: PruneArgs) -> optima::Result<()> {
     let start = Instant::now();
     let par = Parallelism::from_threads(args.threads);
@@ -120,7 +124,9 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
     };
     // The budget covers the whole process: the file as read and its f32 weights come first.
     let file_bytes = std::fs::metadata(&args.model).map(|m| m.len()).unwrap_or(0);
-    let loaded_bytes = Bytes(file_bytes) + Bytes::f32s(loaded.model.parameter_count());
+    let texts = calib_text.len() + eval_text.as_ref().map_or(0, String::len) + 4 * calib_tokens.len();
+    let loaded_bytes =
+        Bytes(file_bytes) + Bytes::f32s(loaded.model.parameter_count()) + Bytes(texts as u64) + RUNTIME_OVERHEAD;
     let settings = match args.max_memory {
         Some(total) if loaded_bytes >= total => {
             return Err(OptimaError::MemoryBudget {
