@@ -1,17 +1,19 @@
 //! Side-by-side measurements: the engine behind `optima bench` and the criterion benches.
 
+pub mod llama;
+
 use std::time::Instant;
 
 use faer::Mat;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::backend::Parallelism;
 use crate::backend::cpu::cholesky_with_retry;
+use crate::backend::{Device, Parallelism};
 use crate::error::{OptimaError, Result};
 use crate::mask::{Masker, WandaMasker};
 use crate::problem::{Hessian, LayerProblem, SolveReport, SparsityPattern, synthetic::LlmLikeLayer};
-use crate::solve::{Preconditioner, SolverOptions, direct_flops, solver_by_name};
+use crate::solve::{Preconditioner, SolverOptions, direct_flops, solver_on};
 
 /// One generated layer to measure.
 #[derive(Clone, Debug)]
@@ -123,13 +125,25 @@ pub fn bench_problem(
     solvers: &[String],
     options: &SolverOptions,
 ) -> Result<Vec<BenchRow>> {
+    bench_problem_on(Device::Cpu, shape, pattern, problem, solvers, options)
+}
+
+/// As [`bench_problem`], with the solvers on `device`.
+pub fn bench_problem_on(
+    device: Device,
+    shape: &str,
+    pattern: &str,
+    problem: &LayerProblem,
+    solvers: &[String],
+    options: &SolverOptions,
+) -> Result<Vec<BenchRow>> {
     let par = options.parallelism;
     let mut order: Vec<&String> = solvers.iter().filter(|s| *s == "direct").collect();
     order.extend(solvers.iter().filter(|s| *s != "direct"));
     let mut reference: Option<(f64, f64)> = None;
     let mut rows = Vec::new();
     for name in order {
-        let solver = solver_by_name(name, options)?;
+        let solver = solver_on(device, name, options)?;
         let report = solver.solve(problem, None)?.report;
         let mut cholesky_gflops = None;
         if name == "direct" {

@@ -8,6 +8,11 @@ use crate::backend::{Parallelism, cpu::add_gram};
 use crate::error::{OptimaError, Result};
 use crate::problem::Hessian;
 
+#[cfg(feature = "cuda")]
+mod cuda;
+#[cfg(feature = "cuda")]
+pub use cuda::{CudaHessianAccumulator, HessianPrecision};
+
 /// Builds a layer Hessian from batches of inputs (tokens × n), batch after batch.
 pub trait HessianAccumulator {
     /// Adds a batch of `tokens × n` activations.

@@ -5,6 +5,8 @@ mod admm;
 mod auto;
 mod batched;
 mod chunked;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod direct;
 mod evaluate;
 mod pcg;
@@ -23,6 +25,7 @@ pub use pcg::{PcgSettings, PcgSolver, Preconditioner};
 pub use pdhg::{PdhgSettings, PdhgSolver};
 pub use sparsegpt::{SparseGptMasker, SparseGptSettings, SparseGptSolver};
 
+use crate::backend::Device;
 use crate::error::Result;
 use crate::memory::{Bytes, MemoryEstimate};
 use crate::problem::{LayerProblem, Solution};
@@ -121,4 +124,27 @@ pub fn solver_by_name(name: &str, options: &SolverOptions) -> Result<Box<dyn QpS
             SOLVER_NAMES.join(", ")
         ))),
     }
+}
+
+/// A solver by name on `device`: the CPU's [`solver_by_name`], or on a CUDA device one of
+/// `auto`, `direct`, `pcg`. `BackendUnavailable` when the build lacks the `cuda` feature or the
+/// machine has no usable GPU; never a panic.
+pub fn solver_on(device: Device, name: &str, options: &SolverOptions) -> Result<Box<dyn QpSolver + Send + Sync>> {
+    let Device::Cuda { ordinal } = device else {
+        return solver_by_name(name, options);
+    };
+    if !SOLVER_NAMES.contains(&name) {
+        return solver_by_name(name, options);
+    }
+    cuda_solver(ordinal, name, options)
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_solver(ordinal: usize, name: &str, options: &SolverOptions) -> Result<Box<dyn QpSolver + Send + Sync>> {
+    cuda::cuda_solver_by_name(crate::backend::cuda::CudaBackend::new(ordinal)?, name, options)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_solver(_ordinal: usize, _name: &str, _options: &SolverOptions) -> Result<Box<dyn QpSolver + Send + Sync>> {
+    Err(crate::backend::cuda_not_compiled())
 }

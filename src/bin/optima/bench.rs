@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Axis;
-use optima::bench::{BenchCase, BenchRow, bench_problem, generate_problem, markdown_table};
+use optima::backend::Device;
+use optima::bench::llama::{LlamaBenchOptions, bench_llama3_8b, llama_markdown};
+use optima::bench::{BenchCase, BenchRow, bench_problem_on, generate_problem, markdown_table};
 use optima::io::read_problem_file;
 use optima::mask::masker_by_name;
 use optima::solve::{DirectForm, Preconditioner, SolverOptions};
@@ -23,8 +25,19 @@ pub struct BenchArgs {
     #[arg(long = "pattern", default_values = ["0.5", "2:4"])]
     patterns: Vec<SparsityPattern>,
     /// Solvers to run, comma-separated (direct, when listed, runs first as the reference).
-    #[arg(long, default_value = "direct", value_delimiter = ',')]
+    /// Default: direct; with --llama3-8b-shapes, auto.
+    #[arg(long, value_delimiter = ',')]
     solvers: Vec<String>,
+    /// Device: cpu, cuda or cuda:N (cuda needs a build with `--features cuda` and a GPU).
+    #[arg(long, default_value = "cpu")]
+    device: Device,
+    /// Bench the seven linear layers of Llama-3-8B (q/o 4096x4096, k/v 1024x4096, gate/up
+    /// 14336x4096, down 4096x14336) at the given patterns, with the 32-block projection.
+    #[arg(long)]
+    llama3_8b_shapes: bool,
+    /// With --llama3-8b-shapes: divide every dimension by this (smoke tests on small machines).
+    #[arg(long, default_value_t = 1)]
+    scale_down: usize,
     /// Relative KKT tolerance of iterative solvers (pdhg keeps its own 1e-2 unless --pdhg-tol).
     #[arg(long, default_value_t = optima::solve::DEFAULT_TOLERANCE)]
     tol: f64,
@@ -84,7 +97,11 @@ pub fn run(args: BenchArgs) -> optima::Result<()> {
         preconditioner: args.preconditioner,
         pdhg_tolerance: args.pdhg_tol,
     };
-    for s in &args.solvers {
+    if args.llama3_8b_shapes {
+        return run_llama(&args, options);
+    }
+    let solvers = if args.solvers.is_empty() { vec!["direct".to_string()] } else { args.solvers.clone() };
+    for s in &solvers {
         optima::solve::solver_by_name(s, &options)?;
     }
     let shapes = if args.shapes.is_empty() && args.problems.is_empty() {
@@ -108,7 +125,7 @@ pub fn run(args: BenchArgs) -> optima::Result<()> {
                 problem.rows(),
                 if problem.rows() < m { format!(" (of {m})") } else { String::new() }
             );
-            rows.extend(bench_problem(&shape, &pattern.to_string(), &problem, &args.solvers, &options)?);
+            rows.extend(bench_problem_on(args.device, &shape, &pattern.to_string(), &problem, &solvers, &options)?);
             progress.inc(1);
         }
     }
@@ -125,7 +142,7 @@ pub fn run(args: BenchArgs) -> optima::Result<()> {
         };
         let problem = first_rows(LayerProblem::new(file.weight, hessian, mask)?, args.rows)?;
         let shape = format!("{}x{}", problem.rows(), problem.cols());
-        rows.extend(bench_problem(&shape, &label, &problem, &args.solvers, &options)?);
+        rows.extend(bench_problem_on(args.device, &shape, &label, &problem, &solvers, &options)?);
         progress.inc(1);
     }
     progress.finish_and_clear();
@@ -133,6 +150,26 @@ pub fn run(args: BenchArgs) -> optima::Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows).map_err(|e| OptimaError::InvalidSetting(e.to_string()))?);
     } else {
         print!("{}", markdown_table(&rows));
+    }
+    Ok(())
+}
+
+fn run_llama(args: &BenchArgs, options: SolverOptions) -> optima::Result<()> {
+    let opts = LlamaBenchOptions {
+        device: args.device,
+        solvers: if args.solvers.is_empty() { vec!["auto".to_string()] } else { args.solvers.clone() },
+        patterns: args.patterns.clone(),
+        rows: args.rows,
+        scale_down: args.scale_down,
+        options,
+        seed: args.seed,
+    };
+    let report = bench_llama3_8b(&opts, |step| eprintln!("bench: {step}"))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| OptimaError::InvalidSetting(e.to_string()))?);
+        eprint!("{}", llama_markdown(&report));
+    } else {
+        print!("{}", llama_markdown(&report));
     }
     Ok(())
 }

@@ -3,9 +3,10 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use optima::backend::Device;
 use optima::io::{read_problem_file, write_solution_file};
 use optima::mask::masker_by_name;
-use optima::solve::{DirectForm, Preconditioner, SolverOptions, solver_by_name};
+use optima::solve::{DirectForm, Preconditioner, SolverOptions, solver_on};
 use optima::{Hessian, LayerProblem, OptimaError, Parallelism, SparsityPattern};
 use serde_json::json;
 
@@ -45,6 +46,10 @@ pub struct SolveArgs {
     /// Write the reconstructed `weight` (f32) and `mask` (u8) here (safetensors).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Device: cpu, cuda or cuda:N (cuda runs auto, direct and pcg; it needs a build with
+    /// `--features cuda` and a GPU).
+    #[arg(long, default_value = "cpu")]
+    device: Device,
     /// Print one JSON object on stdout instead of a summary.
     #[arg(long)]
     json: bool,
@@ -53,7 +58,7 @@ pub struct SolveArgs {
 pub fn run(args: SolveArgs) -> optima::Result<()> {
     let par = Parallelism::from_threads(args.threads);
     let options = solver_options(&args, par)?;
-    let solver = solver_by_name(&args.solver, &options)?;
+    let solver = solver_on(args.device, &args.solver, &options)?;
     let file = read_problem_file(&args.problem)?;
     let hessian = Hessian::new(file.hessian, args.damping)?;
     let (mask, mask_source) = match (args.pattern, file.mask) {
@@ -77,6 +82,7 @@ pub fn run(args: SolveArgs) -> optima::Result<()> {
     if args.json {
         let value = json!({
             "solver": r.solver,
+            "device": args.device.to_string(),
             "m": r.m,
             "n": r.n,
             "threads": par.threads(),

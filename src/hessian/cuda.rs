@@ -1,0 +1,113 @@
+//! Hessian accumulation on a CUDA device: `H ← β H + α XᵀX` by cuBLAS SYRK, the same running
+//! mean as [`super::CpuHessianAccumulator`], in f32 (default) or f64.
+
+use std::sync::Arc;
+
+use cudarc::driver::CudaSlice;
+use ndarray::{Array2, ArrayView2};
+
+use super::HessianAccumulator;
+use crate::backend::cuda::CudaBackend;
+use crate::error::{OptimaError, Result};
+use crate::problem::Hessian;
+
+/// Arithmetic of the device accumulation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum HessianPrecision {
+    /// f32 SYRK (exact f32, no TF32): relative error about 1e-6 of `max |H|`.
+    #[default]
+    F32,
+    /// f64 SYRK: agrees with the CPU accumulator to rounding.
+    F64,
+}
+
+enum Sum {
+    F32(CudaSlice<f32>),
+    F64(CudaSlice<f64>),
+}
+
+/// Accumulates `XᵀX / N` on the device; [`HessianAccumulator::finish`] returns the same
+/// [`Hessian`] type as the CPU accumulator (copied back and converted to f64).
+pub struct CudaHessianAccumulator {
+    backend: Arc<CudaBackend>,
+    n: usize,
+    tokens: usize,
+    sum: Sum,
+}
+
+impl CudaHessianAccumulator {
+    /// An empty accumulator for `n` inputs on `backend`.
+    pub fn new(backend: Arc<CudaBackend>, n: usize, precision: HessianPrecision) -> Result<Self> {
+        if n == 0 {
+            return Err(OptimaError::Empty("a Hessian needs at least one input".into()));
+        }
+        let sum = {
+            let _session = backend.session()?;
+            match precision {
+                HessianPrecision::F32 => Sum::F32(backend.zeros(n * n)?),
+                HessianPrecision::F64 => Sum::F64(backend.zeros(n * n)?),
+            }
+        };
+        Ok(Self { backend, n, tokens: 0, sum })
+    }
+}
+
+impl HessianAccumulator for CudaHessianAccumulator {
+    fn add_batch(&mut self, x: ArrayView2<'_, f32>) -> Result<()> {
+        let (batch, n) = x.dim();
+        if n != self.n {
+            return Err(OptimaError::shape("activation batch", format!("tokens × {}", self.n), format!("{batch}×{n}")));
+        }
+        if batch == 0 {
+            return Ok(());
+        }
+        if let Some(((row, col), &v)) = x.indexed_iter().find(|(_, v)| !v.is_finite()) {
+            return Err(OptimaError::NonFinite { what: "activations".into(), row, col, value: f64::from(v) });
+        }
+        let total = self.tokens + batch;
+        let beta = self.tokens as f64 / total as f64;
+        let alpha = 1.0 / total as f64;
+        let _session = self.backend.session()?;
+        // Row-major tokens × n is the column-major n × tokens matrix Xᵀ: SYRK of it gives XᵀX.
+        match &mut self.sum {
+            Sum::F32(sum) => {
+                let host: Vec<f32> = x.iter().copied().collect();
+                let dev = self.backend.upload(&host)?;
+                self.backend.syrk_f32(&dev, sum, n, alpha as f32, beta as f32)?;
+            }
+            Sum::F64(sum) => {
+                let host: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+                let dev = self.backend.upload(&host)?;
+                self.backend.syrk_f64(&dev, sum, n, alpha, beta)?;
+            }
+        }
+        self.backend.note_memory();
+        self.backend.synchronize()?;
+        self.tokens = total;
+        Ok(())
+    }
+
+    fn tokens(&self) -> usize {
+        self.tokens
+    }
+
+    fn finish(self, percdamp: f64) -> Result<Hessian> {
+        if self.tokens == 0 {
+            return Err(OptimaError::Empty("no calibration tokens were added to the Hessian".into()));
+        }
+        let n = self.n;
+        let values: Vec<f64> = {
+            let _session = self.backend.session()?;
+            match &self.sum {
+                Sum::F32(sum) => self.backend.download(sum)?.into_iter().map(f64::from).collect(),
+                Sum::F64(sum) => self.backend.download(sum)?,
+            }
+        };
+        // The lower triangle of the column-major sum: element (i, j), i ≥ j, at i + j·n.
+        let mean = Array2::from_shape_fn((n, n), |(i, j)| {
+            let (r, c) = if i >= j { (i, j) } else { (j, i) };
+            values[r + c * n]
+        });
+        Hessian::new(mean, percdamp)
+    }
+}
