@@ -190,3 +190,33 @@ fn bad_input_exits_with_a_one_line_error_never_a_panic() {
     write_problem_file(&p("asym.safetensors"), w.view(), asym.view(), None).unwrap();
     fails_cleanly(&optima(&["solve", "--problem", &s(&p("asym.safetensors")), "--pattern", "0.5"]), "not symmetric");
 }
+
+#[test]
+fn a_memory_budget_chunks_the_solve_to_the_same_answer_or_refuses_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let problem = dir.path().join("p.safetensors");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (w, h) = llm_like(300, 64, 4);
+    write_problem_file(&problem, w.view(), h.view(), None).unwrap();
+    let solve = |extra: &[&str], out: &Path| {
+        let (problem, out) = (s(&problem), s(out));
+        let mut args = vec!["solve", "--problem", &problem, "--pattern", "2:4", "--solver", "pcg", "--json"];
+        args.extend(["--out", &out]);
+        args.extend(extra);
+        optima(&args)
+    };
+    let free = solve(&[], &dir.path().join("free.safetensors"));
+    assert!(free.status.success(), "{}", String::from_utf8_lossy(&free.stderr));
+    // 32 MiB of runtime + the file + a few rows of a 64-wide layer.
+    let tight = solve(&["--max-memory", "33.5M"], &dir.path().join("tight.safetensors"));
+    assert!(tight.status.success(), "{}", String::from_utf8_lossy(&tight.stderr));
+    let a: serde_json::Value = serde_json::from_slice(&free.stdout).unwrap();
+    let b: serde_json::Value = serde_json::from_slice(&tight.stdout).unwrap();
+    let (ea, eb) = (a["relative_error"].as_f64().unwrap(), b["relative_error"].as_f64().unwrap());
+    assert!((ea - eb).abs() <= 1e-9 * ea, "{ea} vs {eb}");
+    assert_eq!(a["failed_rows"], 0);
+    assert_eq!(b["failed_rows"], 0);
+    let refused = solve(&["--max-memory", "1M"], &dir.path().join("never.safetensors"));
+    fails_cleanly(&refused, "memory budget");
+    assert!(!dir.path().join("never.safetensors").exists());
+}

@@ -6,7 +6,8 @@ use clap::Args;
 use optima::backend::Device;
 use optima::io::{read_problem_file, write_solution_file};
 use optima::mask::masker_by_name;
-use optima::solve::{DirectForm, Preconditioner, SolverOptions, solver_on};
+use optima::memory::Bytes;
+use optima::solve::{DirectForm, Preconditioner, RowChunked, SolverOptions, solver_on};
 use optima::{Hessian, LayerProblem, OptimaError, Parallelism, SparsityPattern};
 use serde_json::json;
 
@@ -50,6 +51,10 @@ pub struct SolveArgs {
     /// `--features cuda` and a GPU).
     #[arg(long, default_value = "cpu")]
     device: Device,
+    /// Memory budget of the run (e.g. 4G): the layer is solved in row chunks to fit; a budget
+    /// that cannot hold one row is refused before the solve starts.
+    #[arg(long)]
+    max_memory: Option<Bytes>,
     /// Print one JSON object on stdout instead of a summary.
     #[arg(long)]
     json: bool,
@@ -74,6 +79,18 @@ pub fn run(args: SolveArgs) -> optima::Result<()> {
         }
     };
     let problem = LayerProblem::new(file.weight, hessian, mask)?;
+    let (m, n) = (problem.rows(), problem.cols());
+    let solver = match args.max_memory {
+        Some(total) => {
+            // Resident before the solve: the layer's weights and the runtime; H and the per-row
+            // work are in the chunk plan.
+            let file_bytes = std::fs::metadata(&args.problem).map(|f| f.len()).unwrap_or(0);
+            let resident = Bytes(file_bytes) + Bytes::f64s(m * n) + Bytes(32 << 20);
+            let left = Bytes(total.0.saturating_sub(resident.0));
+            Box::new(RowChunked::for_budget(solver, m, n, left, &format!("solving the {m}×{n} layer"))?)
+        }
+        None => solver,
+    };
     let solution = solver.solve(&problem, None)?;
     let r = &solution.report;
     if let Some(out) = &args.out {
