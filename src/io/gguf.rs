@@ -439,15 +439,15 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or_else(|| {
+        let end = self.pos.checked_add(n);
+        let out = end.and_then(|end| self.bytes.get(self.pos..end)).ok_or_else(|| {
             self.err(format!(
                 "truncated: {what} needs {n} bytes at offset {} but the file has {} bytes",
                 self.pos,
                 self.bytes.len()
             ))
         })?;
-        let out = &self.bytes[self.pos..end];
-        self.pos = end;
+        self.pos += n;
         Ok(out)
     }
 
@@ -459,7 +459,8 @@ impl<'a> Reader<'a> {
     }
 
     fn u8(&mut self, what: &str) -> Result<u8> {
-        Ok(self.array::<1>(what)?[0])
+        let [b] = self.array::<1>(what)?;
+        Ok(b)
     }
     fn u16(&mut self, what: &str) -> Result<u16> {
         Ok(u16::from_le_bytes(self.array(what)?))
@@ -835,15 +836,18 @@ impl GgufFile {
     /// GGUF dims `[n_in, n_out]`: `[n_out, n_in]`). Trailing dims of size 1 are allowed.
     pub fn tensor_matrix(&self, name: &str) -> Result<Array2<f32>> {
         let t = self.tensor_info(name)?;
-        if t.dims.len() < 2 || t.dims[2..].iter().any(|&d| d != 1) {
-            return Err(OptimaError::shape(
-                format!("tensor {name:?} in {}", self.path.display()),
-                "2-D",
-                format!("{:?}", t.dims),
-            ));
-        }
-        let (dims, values) = self.tensor_f32(name)?;
-        Array2::from_shape_vec((dims[1], dims[0]), values).map_err(|e| self.err(format!("tensor {name:?}: {e}")))
+        let (cols, rows) = match *t.dims.as_slice() {
+            [cols, rows, ref rest @ ..] if rest.iter().all(|&d| d == 1) => (cols, rows),
+            _ => {
+                return Err(OptimaError::shape(
+                    format!("tensor {name:?} in {}", self.path.display()),
+                    "2-D",
+                    format!("{:?}", t.dims),
+                ));
+            }
+        };
+        let (_, values) = self.tensor_f32(name)?;
+        Array2::from_shape_vec((rows, cols), values).map_err(|e| self.err(format!("tensor {name:?}: {e}")))
     }
 
     /// The 1-D tensor called `name` (e.g. a norm weight) as a vector.
@@ -858,11 +862,6 @@ impl GgufFile {
         }
         Ok(self.tensor_f32(name)?.1)
     }
-}
-
-#[inline]
-fn half_at(b: &[u8], i: usize) -> f32 {
-    f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()
 }
 
 /// Converts `n` elements of type `ty` stored in `bytes` to `f32`, following ggml's block layouts.
@@ -885,71 +884,90 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> std::result::Result<V
     let mut out = vec![0f32; n];
     // Work in chunks of whole blocks, in parallel.
     const BLOCKS_PER_TASK: usize = 1024;
-    out.par_chunks_mut(block * BLOCKS_PER_TASK).zip(bytes.par_chunks(size * BLOCKS_PER_TASK)).for_each(|(y, x)| {
-        for (y, x) in y.chunks_exact_mut(block).zip(x.chunks_exact(size)) {
-            dequantize_block(ty, x, y);
-        }
-    });
+    out.par_chunks_mut(block * BLOCKS_PER_TASK)
+        .zip(bytes.par_chunks(size * BLOCKS_PER_TASK))
+        .for_each(|(y, x)| dequantize_blocks(ty, x, y));
     Ok(out)
 }
 
-/// One block: `x` holds `type_size` bytes, `y` receives `block_size` values.
-fn dequantize_block(ty: GgmlType, x: &[u8], y: &mut [f32]) {
+/// An `f16` stored little-endian, as `f32`.
+#[inline]
+fn half(b: [u8; 2]) -> f32 {
+    f16::from_le_bytes(b).to_f32()
+}
+
+/// Applies `f` to each block: `x` holds whole blocks of `X` bytes, `y` receives `Y` values per block.
+#[inline]
+fn for_blocks<const X: usize, const Y: usize>(x: &[u8], y: &mut [f32], f: impl Fn(&[u8; X], &mut [f32; Y])) {
+    for (x, y) in x.chunks_exact(X).zip(y.chunks_exact_mut(Y)) {
+        // `chunks_exact` yields exactly `X` and `Y` elements, so both conversions succeed.
+        if let (Ok(x), Ok(y)) = (x.try_into(), y.try_into()) {
+            f(x, y);
+        }
+    }
+}
+
+/// Whole blocks of type `ty`: `x` holds `type_size` bytes per block, `y` receives `block_size`
+/// values per block.
+fn dequantize_blocks(ty: GgmlType, x: &[u8], y: &mut [f32]) {
     match ty {
-        GgmlType::F32 => y[0] = f32::from_le_bytes([x[0], x[1], x[2], x[3]]),
-        GgmlType::F16 => y[0] = half_at(x, 0),
-        GgmlType::BF16 => y[0] = bf16::from_bits(u16::from_le_bytes([x[0], x[1]])).to_f32(),
-        GgmlType::Q8_0 => {
+        GgmlType::F32 => for_blocks(x, y, |&x: &[u8; 4], [y]: &mut [f32; 1]| *y = f32::from_le_bytes(x)),
+        GgmlType::F16 => for_blocks(x, y, |&x: &[u8; 2], [y]: &mut [f32; 1]| *y = half(x)),
+        GgmlType::BF16 => for_blocks(x, y, |&x: &[u8; 2], [y]: &mut [f32; 1]| *y = bf16::from_le_bytes(x).to_f32()),
+        GgmlType::Q8_0 => for_blocks(x, y, |x: &[u8; 34], y: &mut [f32; 32]| {
             // block_q8_0 { f16 d; i8 qs[32]; }
-            let d = half_at(x, 0);
-            for (j, v) in y.iter_mut().enumerate() {
-                *v = f32::from(x[2 + j] as i8) * d;
+            let [d0, d1, qs @ ..] = x;
+            let d = half([*d0, *d1]);
+            for (v, &q) in y.iter_mut().zip(qs) {
+                *v = f32::from(q as i8) * d;
             }
-        }
-        GgmlType::Q4_0 => {
+        }),
+        GgmlType::Q4_0 => for_blocks(x, y, |x: &[u8; 18], y: &mut [f32; 32]| {
             // block_q4_0 { f16 d; u8 qs[16]; }: low nibbles are elements 0..16, high 16..32.
-            let d = half_at(x, 0);
-            let qs = &x[2..18];
-            for j in 0..16 {
-                y[j] = f32::from(i16::from(qs[j] & 0x0f) - 8) * d;
-                y[j + 16] = f32::from(i16::from(qs[j] >> 4) - 8) * d;
+            let [d0, d1, qs @ ..] = x;
+            let d = half([*d0, *d1]);
+            let (lo, hi) = y.split_at_mut(16);
+            for ((&q, lo), hi) in qs.iter().zip(lo).zip(hi) {
+                *lo = f32::from(i16::from(q & 0x0f) - 8) * d;
+                *hi = f32::from(i16::from(q >> 4) - 8) * d;
             }
-        }
-        GgmlType::Q4_1 => {
+        }),
+        GgmlType::Q4_1 => for_blocks(x, y, |x: &[u8; 20], y: &mut [f32; 32]| {
             // block_q4_1 { f16 d; f16 m; u8 qs[16]; }
-            let d = half_at(x, 0);
-            let m = half_at(x, 2);
-            let qs = &x[4..20];
-            for j in 0..16 {
-                y[j] = f32::from(qs[j] & 0x0f) * d + m;
-                y[j + 16] = f32::from(qs[j] >> 4) * d + m;
+            let [d0, d1, m0, m1, qs @ ..] = x;
+            let (d, m) = (half([*d0, *d1]), half([*m0, *m1]));
+            let (lo, hi) = y.split_at_mut(16);
+            for ((&q, lo), hi) in qs.iter().zip(lo).zip(hi) {
+                *lo = f32::from(q & 0x0f) * d + m;
+                *hi = f32::from(q >> 4) * d + m;
             }
-        }
-        GgmlType::Q5_0 => {
+        }),
+        GgmlType::Q5_0 => for_blocks(x, y, |x: &[u8; 22], y: &mut [f32; 32]| {
             // block_q5_0 { f16 d; u8 qh[4]; u8 qs[16]; }: bit j of qh is the 5th bit of element j.
-            let d = half_at(x, 0);
-            let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
-            let qs = &x[6..22];
-            for j in 0..16 {
+            let [d0, d1, h0, h1, h2, h3, qs @ ..] = x;
+            let d = half([*d0, *d1]);
+            let qh = u32::from_le_bytes([*h0, *h1, *h2, *h3]);
+            let (lo, hi) = y.split_at_mut(16);
+            for (j, ((&q, lo), hi)) in qs.iter().zip(lo).zip(hi).enumerate() {
                 let h0 = (((qh >> j) << 4) & 0x10) as u8;
                 let h1 = ((qh >> (j + 12)) & 0x10) as u8;
-                y[j] = f32::from(i16::from((qs[j] & 0x0f) | h0) - 16) * d;
-                y[j + 16] = f32::from(i16::from((qs[j] >> 4) | h1) - 16) * d;
+                *lo = f32::from(i16::from((q & 0x0f) | h0) - 16) * d;
+                *hi = f32::from(i16::from((q >> 4) | h1) - 16) * d;
             }
-        }
-        GgmlType::Q5_1 => {
+        }),
+        GgmlType::Q5_1 => for_blocks(x, y, |x: &[u8; 24], y: &mut [f32; 32]| {
             // block_q5_1 { f16 d; f16 m; u8 qh[4]; u8 qs[16]; }
-            let d = half_at(x, 0);
-            let m = half_at(x, 2);
-            let qh = u32::from_le_bytes([x[4], x[5], x[6], x[7]]);
-            let qs = &x[8..24];
-            for j in 0..16 {
+            let [d0, d1, m0, m1, h0, h1, h2, h3, qs @ ..] = x;
+            let (d, m) = (half([*d0, *d1]), half([*m0, *m1]));
+            let qh = u32::from_le_bytes([*h0, *h1, *h2, *h3]);
+            let (lo, hi) = y.split_at_mut(16);
+            for (j, ((&q, lo), hi)) in qs.iter().zip(lo).zip(hi).enumerate() {
                 let h0 = (((qh >> j) << 4) & 0x10) as u8;
                 let h1 = ((qh >> (j + 12)) & 0x10) as u8;
-                y[j] = f32::from((qs[j] & 0x0f) | h0) * d + m;
-                y[j + 16] = f32::from((qs[j] >> 4) | h1) * d + m;
+                *lo = f32::from((q & 0x0f) | h0) * d + m;
+                *hi = f32::from((q >> 4) | h1) * d + m;
             }
-        }
+        }),
         // Refused by `dequantize` before any block is touched.
         _ => y.fill(f32::NAN),
     }

@@ -26,8 +26,14 @@ pub struct ProblemFile {
 /// Reads and checks a problem file.
 pub fn read_problem_file(path: &Path) -> Result<ProblemFile> {
     let bytes = std::fs::read(path).map_err(|source| OptimaError::Io { path: path.to_path_buf(), source })?;
+    parse_problem_file(&bytes, path)
+}
+
+/// Checks a problem file already in memory (see [`read_problem_file`]); `path` only names the
+/// file in errors.
+pub fn parse_problem_file(bytes: &[u8], path: &Path) -> Result<ProblemFile> {
     let format = |detail: String| OptimaError::Format { path: path.to_path_buf(), detail };
-    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| format(format!("not a valid safetensors file: {e}")))?;
+    let tensors = SafeTensors::deserialize(bytes).map_err(|e| format(format!("not a valid safetensors file: {e}")))?;
     let get = |name: &str| {
         tensors
             .tensor(name)
@@ -72,21 +78,19 @@ fn to_matrix(view: &TensorView<'_>, name: &str, allowed: &[Dtype]) -> std::resul
     let dims = matrix_dims(view, name)?;
     let data = view.data();
     let values: Vec<f64> = match view.dtype() {
-        Dtype::F64 if allowed.contains(&Dtype::F64) => {
-            data.chunks_exact(8).map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect()
-        }
-        Dtype::F32 if allowed.contains(&Dtype::F32) => {
-            data.chunks_exact(4).map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect()
-        }
-        Dtype::F16 if allowed.contains(&Dtype::F16) => {
-            data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64()).collect()
-        }
-        Dtype::BF16 if allowed.contains(&Dtype::BF16) => {
-            data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f64()).collect()
-        }
+        Dtype::F64 if allowed.contains(&Dtype::F64) => le_values(data, f64::from_le_bytes),
+        Dtype::F32 if allowed.contains(&Dtype::F32) => le_values(data, |b| f64::from(f32::from_le_bytes(b))),
+        Dtype::F16 if allowed.contains(&Dtype::F16) => le_values(data, |b| half::f16::from_le_bytes(b).to_f64()),
+        Dtype::BF16 if allowed.contains(&Dtype::BF16) => le_values(data, |b| half::bf16::from_le_bytes(b).to_f64()),
         other => return Err(format!("tensor {name:?} has dtype {other:?}; allowed: {allowed:?}")),
     };
     Array2::from_shape_vec(dims, values).map_err(|e| format!("tensor {name:?}: {e}"))
+}
+
+/// The values of little-endian data, `N` bytes each (a trailing partial value is dropped; the
+/// safetensors reader has already checked the length against the shape).
+fn le_values<const N: usize>(data: &[u8], convert: impl Fn([u8; N]) -> f64) -> Vec<f64> {
+    data.chunks_exact(N).filter_map(|c| <[u8; N]>::try_from(c).ok()).map(convert).collect()
 }
 
 fn f32_bytes(a: ArrayView2<'_, f64>) -> Vec<u8> {

@@ -101,18 +101,25 @@ impl std::fmt::Debug for Tokenizer {
 /// GPT-2's map from bytes to printable characters: printable Latin-1 bytes map to themselves,
 /// the rest to U+0100 upwards in byte order.
 pub fn bytes_to_unicode() -> [char; 256] {
-    let mut map = ['\0'; 256];
     let mut n = 0u32;
-    for b in 0..=255u8 {
+    // `from_fn` visits the indices in ascending order, so `n` counts the non-printable bytes.
+    std::array::from_fn(|i| {
+        let b = i as u8;
         let printable = matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
-        map[b as usize] = if printable {
+        if printable {
             char::from(b)
         } else {
             n += 1;
             char::from_u32(255 + n).unwrap_or('\u{FFFD}')
-        };
-    }
-    map
+        }
+    })
+}
+
+/// The entry of a per-byte table.
+#[inline]
+#[allow(clippy::indexing_slicing)] // a u8 is always a valid index into a 256-entry table
+fn byte_entry<T: Copy>(table: &[T; 256], b: u8) -> T {
+    table[usize::from(b)]
 }
 
 fn invalid(detail: impl Into<String>) -> OptimaError {
@@ -182,11 +189,13 @@ impl Tokenizer {
         let mut merge_map = HashMap::with_capacity(merges.len());
         for (rank, m) in merges.iter().enumerate() {
             // Split at the first space after the first character (llama.cpp's rule).
-            let first_len = m.chars().next().map_or(0, char::len_utf8);
-            let Some(pos) = m[first_len..].find(' ').map(|p| p + first_len) else {
+            let split = m.char_indices().skip(1).find(|&(_, c)| c == ' ').and_then(|(pos, _)| {
+                let (left, right) = m.split_at_checked(pos)?;
+                Some((left, right.strip_prefix(' ')?))
+            });
+            let Some((left, right)) = split else {
                 return Err(invalid(format!("merge #{rank} {m:?} has no space separating its two parts")));
             };
-            let (left, right) = (&m[..pos], &m[pos + 1..]);
             let ids = (token_to_id.get(left), token_to_id.get(right));
             let merged = token_to_id.get(&format!("{left}{right}"));
             // Merges whose parts or result are not in the vocabulary can never apply.
@@ -195,12 +204,8 @@ impl Tokenizer {
             }
         }
         let byte_to_char = bytes_to_unicode();
-        let mut byte_ids = [None; 256];
-        let mut char_to_byte = HashMap::with_capacity(256);
-        for (b, &c) in byte_to_char.iter().enumerate() {
-            byte_ids[b] = token_to_id.get(c.encode_utf8(&mut [0u8; 4]) as &str).copied();
-            char_to_byte.insert(c, b as u8);
-        }
+        let byte_ids = byte_to_char.map(|c| token_to_id.get(c.encode_utf8(&mut [0u8; 4]) as &str).copied());
+        let char_to_byte: HashMap<char, u8> = byte_to_char.iter().copied().zip(0..=255u8).collect();
         let mut specials: Vec<(String, u32)> = tokens
             .iter()
             .zip(token_types)
@@ -211,8 +216,8 @@ impl Tokenizer {
         specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
         let mut special_first_byte = [false; 256];
         for (s, _) in &specials {
-            if let Some(&b) = s.as_bytes().first() {
-                special_first_byte[b as usize] = true;
+            if let Some(flag) = s.as_bytes().first().and_then(|&b| special_first_byte.get_mut(usize::from(b))) {
+                *flag = true;
             }
         }
         let is_special =
@@ -267,9 +272,11 @@ impl Tokenizer {
         while !rest.is_empty() {
             match self.next_special(rest) {
                 Some((at, len, id)) => {
-                    self.encode_ordinary(&rest[..at], &mut ids);
+                    // `next_special` returns the bounds of a match, which are char boundaries.
+                    let (before, after) = rest.split_at_checked(at).unwrap_or((rest, ""));
+                    self.encode_ordinary(before, &mut ids);
                     ids.push(id);
-                    rest = &rest[at + len..];
+                    rest = after.get(len..).unwrap_or("");
                 }
                 None => {
                     self.encode_ordinary(rest, &mut ids);
@@ -289,10 +296,10 @@ impl Tokenizer {
         for (at, &b) in bytes.iter().enumerate() {
             // Special tokens are valid UTF-8, so a position whose byte starts one is a char
             // boundary.
-            if !self.special_first_byte[b as usize] {
+            if !byte_entry(&self.special_first_byte, b) {
                 continue;
             }
-            let here = &text[at..];
+            let Some(here) = text.get(at..) else { continue };
             // `specials` is sorted longest first, so the first hit is the longest.
             for (s, id) in &self.specials {
                 if here.starts_with(s.as_str()) {
@@ -385,6 +392,9 @@ impl Tokenizer {
 
     /// Byte-level BPE of `bytes`: start from one symbol per byte and repeatedly merge the
     /// lowest-ranked adjacent pair (leftmost first among equal ranks).
+    // Every index used on `syms` is a position < n taken from the list links after checking it
+    // is not NONE, so indexing cannot fail; `get` on this hot loop would only obscure that.
+    #[allow(clippy::indexing_slicing)]
     fn bpe(&self, bytes: &[u8]) -> Vec<u32> {
         #[derive(Clone, Copy)]
         struct Sym {
@@ -399,7 +409,7 @@ impl Tokenizer {
             .iter()
             .enumerate()
             .map(|(i, &b)| Sym {
-                id: self.byte_ids[b as usize],
+                id: byte_entry(&self.byte_ids, b),
                 prev: if i == 0 { NONE } else { i - 1 },
                 next: if i + 1 == n { NONE } else { i + 1 },
                 alive: true,
@@ -478,6 +488,6 @@ impl Tokenizer {
 
     /// The printable byte-level form of `text` (each byte as its GPT-2 symbol), as tokens store it.
     pub fn to_byte_symbols(&self, text: &str) -> String {
-        text.bytes().map(|b| self.byte_to_char[b as usize]).collect()
+        text.bytes().map(|b| byte_entry(&self.byte_to_char, b)).collect()
     }
 }
