@@ -459,7 +459,8 @@ impl LlamaModel {
             Ok(v)
         };
         let token_embd = matrix("token_embd.weight", (config.vocab, config.hidden))?;
-        let mut blocks = Vec::with_capacity(config.blocks);
+        // `blocks` comes from a file's metadata: grow as its tensors are found, never reserve for it.
+        let mut blocks = Vec::new();
         for b in 0..config.blocks {
             blocks.push(LlamaBlock {
                 attn_norm: vector(&format!("blk.{b}.attn_norm.weight"))?,
