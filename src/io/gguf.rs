@@ -1037,13 +1037,26 @@ fn put_value(out: &mut Vec<u8>, v: &GgufValue, key: &str, depth: usize) -> std::
     Ok(())
 }
 
-/// The bytes of a GGUF v3 file holding `metadata` (all of it, in order) and `tensors`, each given
-/// as (name, GGUF dims with `ne[0]` first, data in storage order). `general.alignment` is kept
-/// (written as `u32`) when present and appended as 32 when not; tensor data is aligned to it.
-pub fn gguf_bytes(
-    metadata: &[(String, GgufValue)],
-    tensors: &[(String, Vec<usize>, GgufTensorData)],
-) -> Result<Vec<u8>> {
+/// What the writer needs of a tensor before its data: name, GGUF dims (`ne[0]` first), type.
+#[derive(Clone, Copy, Debug)]
+pub struct GgufTensorSpec<'a> {
+    /// Tensor name.
+    pub name: &'a str,
+    /// GGUF dims, `ne[0]` first.
+    pub dims: &'a [usize],
+    /// Element type (F32 or F16).
+    pub ggml_type: GgmlType,
+}
+
+/// The header of a GGUF v3 file, padded to the start of the data, with each tensor's data offset
+/// (relative to that start) and the data section's length.
+struct GgufLayout {
+    header: Vec<u8>,
+    offsets: Vec<usize>,
+    data_len: usize,
+}
+
+fn gguf_layout(metadata: &[(String, GgufValue)], tensors: &[GgufTensorSpec<'_>]) -> Result<GgufLayout> {
     let bad = |d: String| OptimaError::InvalidSetting(format!("cannot write GGUF: {d}"));
     let mut alignment = GGUF_DEFAULT_ALIGNMENT;
     let mut kvs: Vec<(&str, GgufValue)> = Vec::with_capacity(metadata.len() + 1);
@@ -1077,50 +1090,107 @@ pub fn gguf_bytes(
     let mut names = HashSet::new();
     let mut offset = 0usize;
     let mut offsets = Vec::with_capacity(tensors.len());
-    for (name, dims, data) in tensors {
+    for spec in tensors {
+        let (name, dims) = (spec.name, spec.dims);
         if name.is_empty() || name.len() > GGML_MAX_NAME {
             return Err(bad(format!("tensor name {name:?} must be 1 to {GGML_MAX_NAME} bytes")));
         }
-        if !names.insert(name.as_str()) {
+        if !names.insert(name) {
             return Err(bad(format!("tensor name {name:?} appears twice")));
         }
         if dims.is_empty() || dims.len() > GGML_MAX_DIMS {
             return Err(bad(format!("tensor {name:?} has {} dims (1 to {GGML_MAX_DIMS})", dims.len())));
         }
-        let n = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-        if n != Some(data.len()) {
-            return Err(OptimaError::shape(
+        let n = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| {
+            OptimaError::shape(
                 format!("tensor {name:?} written to GGUF"),
-                format!("{} values for dims {dims:?}", n.map_or("overflowing".into(), |n| n.to_string())),
-                format!("{} values", data.len()),
-            ));
-        }
+                "dims whose product fits",
+                format!("{dims:?}"),
+            )
+        })?;
         put_string(&mut out, name);
         out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
         for &d in dims {
             out.extend_from_slice(&(d as u64).to_le_bytes());
         }
-        out.extend_from_slice(&(data.ggml_type() as u32).to_le_bytes());
+        out.extend_from_slice(&(spec.ggml_type as u32).to_le_bytes());
         out.extend_from_slice(&(offset as u64).to_le_bytes());
         offsets.push(offset);
-        offset = data
-            .len()
-            .checked_mul(data.ggml_type().type_size())
+        offset = n
+            .checked_mul(spec.ggml_type.type_size())
             .and_then(|n_bytes| offset.checked_add(n_bytes))
             .and_then(|o| align_up(o, alignment))
             .ok_or_else(|| bad("tensor data too large".into()))?;
     }
     let data_start = align_up(out.len(), alignment).ok_or_else(|| bad("header too large".into()))?;
     out.resize(data_start, 0);
-    out.reserve(offset);
-    for ((_, _, data), &off) in tensors.iter().zip(&offsets) {
-        out.resize(data_start + off, 0);
-        match data {
-            GgufTensorData::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_bits().to_le_bytes())),
-            GgufTensorData::F16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_bits().to_le_bytes())),
+    Ok(GgufLayout { header: out, offsets, data_len: offset })
+}
+
+/// Writes the data section: tensor `i`'s values from `data(i)`, checked against its spec, at
+/// its aligned offset.
+fn write_gguf_data<'d>(
+    out: &mut dyn std::io::Write,
+    layout: &GgufLayout,
+    tensors: &[GgufTensorSpec<'_>],
+    mut data: impl FnMut(usize) -> Result<std::borrow::Cow<'d, GgufTensorData>>,
+) -> Result<()> {
+    let io = |e: std::io::Error| OptimaError::InvalidSetting(format!("cannot write GGUF: {e}"));
+    let mut position = 0usize;
+    for (i, (spec, &offset)) in tensors.iter().zip(&layout.offsets).enumerate() {
+        out.write_all(&vec![0u8; offset.saturating_sub(position)]).map_err(io)?;
+        let values = data(i)?;
+        let expected = spec.dims.iter().product::<usize>();
+        if values.len() != expected || values.ggml_type() != spec.ggml_type {
+            return Err(OptimaError::shape(
+                format!("tensor {:?} written to GGUF", spec.name),
+                format!("{expected} {:?} values for dims {:?}", spec.ggml_type, spec.dims),
+                format!("{} {:?} values", values.len(), values.ggml_type()),
+            ));
         }
+        let mut buffer = Vec::with_capacity(1 << 16);
+        match values.as_ref() {
+            GgufTensorData::F32(v) => {
+                for chunk in v.chunks(1 << 14) {
+                    buffer.clear();
+                    chunk.iter().for_each(|x| buffer.extend_from_slice(&x.to_le_bytes()));
+                    out.write_all(&buffer).map_err(io)?;
+                }
+            }
+            GgufTensorData::F16(v) => {
+                for chunk in v.chunks(1 << 15) {
+                    buffer.clear();
+                    chunk.iter().for_each(|x| buffer.extend_from_slice(&x.to_bits().to_le_bytes()));
+                    out.write_all(&buffer).map_err(io)?;
+                }
+            }
+        }
+        position = offset + expected * spec.ggml_type.type_size();
     }
-    out.resize(data_start + offset, 0);
+    out.write_all(&vec![0u8; layout.data_len.saturating_sub(position)]).map_err(io)
+}
+
+fn specs(tensors: &[(String, Vec<usize>, GgufTensorData)]) -> Vec<GgufTensorSpec<'_>> {
+    tensors.iter().map(|(name, dims, data)| GgufTensorSpec { name, dims, ggml_type: data.ggml_type() }).collect()
+}
+
+/// The bytes of a GGUF v3 file holding `metadata` (all of it, in order) and `tensors`, each given
+/// as (name, GGUF dims with `ne[0]` first, data in storage order). `general.alignment` is kept
+/// (written as `u32`) when present and appended as 32 when not; tensor data is aligned to it.
+pub fn gguf_bytes(
+    metadata: &[(String, GgufValue)],
+    tensors: &[(String, Vec<usize>, GgufTensorData)],
+) -> Result<Vec<u8>> {
+    let specs = specs(tensors);
+    let layout = gguf_layout(metadata, &specs)?;
+    let mut out = layout.header.clone();
+    out.reserve(layout.data_len);
+    write_gguf_data(&mut out, &layout, &specs, |i| {
+        tensors
+            .get(i)
+            .map(|t| std::borrow::Cow::Borrowed(&t.2))
+            .ok_or_else(|| OptimaError::Empty(format!("tensor {i}")))
+    })?;
     Ok(out)
 }
 
@@ -1130,6 +1200,25 @@ pub fn write_gguf(
     metadata: &[(String, GgufValue)],
     tensors: &[(String, Vec<usize>, GgufTensorData)],
 ) -> Result<()> {
-    let bytes = gguf_bytes(metadata, tensors)?;
-    super::write_atomically(path, &bytes)
+    write_gguf_streamed(path, metadata, &specs(tensors), |i| {
+        tensors
+            .get(i)
+            .map(|t| std::borrow::Cow::Borrowed(&t.2))
+            .ok_or_else(|| OptimaError::Empty(format!("tensor {i}")))
+    })
+}
+
+/// Writes a GGUF v3 file to `path` atomically, producing tensor `i`'s data only when the writer
+/// reaches it (`data(i)`), so that the file is never whole in memory.
+pub fn write_gguf_streamed<'d>(
+    path: &Path,
+    metadata: &[(String, GgufValue)],
+    tensors: &[GgufTensorSpec<'_>],
+    data: impl FnMut(usize) -> Result<std::borrow::Cow<'d, GgufTensorData>>,
+) -> Result<()> {
+    let layout = gguf_layout(metadata, tensors)?;
+    super::write_atomically_with(path, |out| {
+        out.write_all(&layout.header).map_err(|source| OptimaError::Io { path: path.to_path_buf(), source })?;
+        write_gguf_data(out, &layout, tensors, data)
+    })
 }

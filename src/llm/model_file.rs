@@ -1,6 +1,7 @@
 //! Loading a Llama model with its tokenizer from GGUF, and writing a pruned model back out
 //! (GGUF F32/F16 keeping all metadata, or safetensors).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -11,7 +12,9 @@ use safetensors::Dtype;
 use super::llama::{LinearKind, LlamaConfig, LlamaModel};
 use super::tokenizer::Tokenizer;
 use crate::error::{OptimaError, Result};
-use crate::io::gguf::{GgufFile, GgufTensorData, GgufValue, write_gguf};
+use crate::io::gguf::{
+    GgmlType, GgufFile, GgufTensorData, GgufTensorInfo, GgufTensorSpec, GgufValue, write_gguf_streamed,
+};
 use crate::io::write_atomically_via;
 
 /// A model file, its Llama weights in f32, and its tokenizer.
@@ -102,8 +105,21 @@ pub fn write_model_gguf(path: &Path, source: &GgufFile, model: &LlamaModel, prec
         Some((_, v)) => *v = file_type,
         None => metadata.push(("general.file_type".into(), file_type)),
     }
-    let mut tensors = Vec::with_capacity(source.tensors.len());
-    for info in &source.tensors {
+    // Matrices go to F16 when asked; vectors (norms) stay F32.
+    let half =
+        |info: &GgufTensorInfo| precision == WeightPrecision::F16 && info.dims.iter().filter(|&&d| d > 1).count() >= 2;
+    let specs: Vec<GgufTensorSpec<'_>> = source
+        .tensors
+        .iter()
+        .map(|info| GgufTensorSpec {
+            name: &info.name,
+            dims: &info.dims,
+            ggml_type: if half(info) { GgmlType::F16 } else { GgmlType::F32 },
+        })
+        .collect();
+    // One tensor converted at a time, so that the output is never whole in memory.
+    write_gguf_streamed(path, &metadata, &specs, |i| {
+        let info = source.tensors.get(i).ok_or_else(|| OptimaError::Empty(format!("tensor {i}")))?;
         let values: Vec<f32> = match model_tensor(model, &info.name) {
             Some(v) => v.to_vec(),
             None => source.tensor_f32(&info.name)?.1,
@@ -115,20 +131,18 @@ pub fn write_model_gguf(path: &Path, source: &GgufFile, model: &LlamaModel, prec
                 format!("{}", values.len()),
             ));
         }
-        let data = if precision == WeightPrecision::F16 && info.dims.iter().filter(|&&d| d > 1).count() >= 2 {
+        Ok(Cow::Owned(if half(info) {
             GgufTensorData::F16(values.iter().map(|&v| f16::from_f32(v)).collect())
         } else {
             GgufTensorData::F32(values)
-        };
-        tensors.push((info.name.clone(), info.dims.clone(), data));
-    }
-    write_gguf(path, &metadata, &tensors)
+        }))
+    })
 }
 
 /// One f32 tensor for safetensors, converted to bytes only when the writer reaches it.
 struct F32Tensor<'a> {
     shape: Vec<usize>,
-    values: std::borrow::Cow<'a, [f32]>,
+    values: Cow<'a, [f32]>,
 }
 
 impl safetensors::View for F32Tensor<'_> {
@@ -138,7 +152,7 @@ impl safetensors::View for F32Tensor<'_> {
     fn shape(&self) -> &[usize] {
         &self.shape
     }
-    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+    fn data(&self) -> Cow<'_, [u8]> {
         self.values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()
     }
     fn data_len(&self) -> usize {
@@ -153,8 +167,8 @@ pub fn write_model_safetensors(path: &Path, source: &GgufFile, model: &LlamaMode
     let mut tensors = Vec::with_capacity(source.tensors.len());
     for info in &source.tensors {
         let values = match model_tensor(model, &info.name) {
-            Some(v) => std::borrow::Cow::Borrowed(v),
-            None => std::borrow::Cow::Owned(source.tensor_f32(&info.name)?.1),
+            Some(v) => Cow::Borrowed(v),
+            None => Cow::Owned(source.tensor_f32(&info.name)?.1),
         };
         tensors.push((info.name.clone(), F32Tensor { shape: info.dims.iter().rev().copied().collect(), values }));
     }
