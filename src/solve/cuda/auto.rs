@@ -89,6 +89,7 @@ impl QpSolver for CudaAutoSolver {
         "auto"
     }
 
+    #[allow(clippy::indexing_slicing)] // row indices come from 0..m and from the sub-problem built over them.
     fn solve(&self, problem: &LayerProblem, warm_start: Option<ArrayView2<'_, f64>>) -> Result<Solution> {
         let par = self.settings.parallelism;
         let direct = CudaDirectSolver::new(self.backend.clone(), DirectSettings::default().parallelism(par));

@@ -50,6 +50,7 @@ struct Group {
     pruned: usize,
 }
 
+#[allow(clippy::indexing_slicing)] // group, row and kept-column indices are built from the validated mask (m × n).
 fn group_rows(mask: &Mask) -> Vec<Group> {
     let mut index: HashMap<&[u64], usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
@@ -84,6 +85,7 @@ impl QpSolver for CudaDirectSolver {
 
 impl CudaDirectSolver {
     /// Weights and per-row status of every row (the report is the caller's).
+    #[allow(clippy::indexing_slicing)] // group, row and kept-column indices are built from the validated mask (m × n).
     pub(crate) fn solve_rows(&self, problem: &LayerProblem) -> Result<(Array2<f64>, Vec<RowStatus>)> {
         let (m, n) = (problem.rows(), problem.cols());
         let w = problem.weight();

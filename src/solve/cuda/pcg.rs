@@ -167,6 +167,7 @@ pub(crate) fn run_device_pcg(
     Ok(outcome)
 }
 
+#[allow(clippy::indexing_slicing)] // i < m: every per-row vector here has the problem's m entries.
 fn pcg_on_device(
     backend: &CudaBackend,
     problem: &LayerProblem,
