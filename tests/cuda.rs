@@ -3,9 +3,9 @@
 //! `gpu_tests_summary` prints how many were skipped (run with `-- --nocapture` to see them).
 //! The CPU-only checks (device names, a typed error instead of a panic) run everywhere.
 
+use optima::OptimaError;
 use optima::backend::Device;
 use optima::solve::{SolverOptions, solver_on};
-use optima::OptimaError;
 
 /// The GPU tests of this file (for the summary line).
 const GPU_TESTS: &[&str] = &[
