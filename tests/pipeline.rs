@@ -74,6 +74,7 @@ fn settings(pattern: &str, masker: MaskerChoice, update: &str) -> PruneSettings 
         update: update.parse().unwrap(),
         percdamp: 0.01,
         solver: SolverOptions { parallelism: Parallelism::Threads(2), ..SolverOptions::default() },
+        device: optima::backend::Device::Cpu,
         max_blocks: None,
         progress: false,
         memory_budget: None,
@@ -406,6 +407,8 @@ fn hostile_model_files_and_budgets_exit_with_one_line_errors() {
 
     let out = dir.path().join("out.gguf");
     fails_cleanly(run(&model, &["--max-memory", "300K", "--out", &s(&out)]), "memory budget");
+    // A GPU that is not there (or not compiled in) is refused before any work, in one line.
+    fails_cleanly(run(&model, &["--device", "cuda", "--solver", "direct", "--out", &s(&out)]), "CUDA");
     // A malformed flag is a usage error: clap's exit code 2 and its usage hint, never a panic.
     let usage = run(&model, &["--max-memory", "lots"]);
     assert_eq!(usage.status.code(), Some(2));

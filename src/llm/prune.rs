@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -14,13 +15,16 @@ use serde::{Deserialize, Serialize};
 use super::activations::ActivationStore;
 use super::checkpoint::Checkpoint;
 use super::llama::{LinearInput, LinearKind, LlamaConfig, LlamaModel};
+use crate::backend::Device;
 use crate::backend::Parallelism;
 use crate::error::{OptimaError, Result};
 use crate::hessian::{CpuHessianAccumulator, HessianAccumulator};
 use crate::mask::{MagnitudeMasker, Masker, SparseGptMasker, WandaMasker};
 use crate::memory::{Bytes, MemoryEstimate};
 use crate::problem::{Hessian, LayerProblem, Mask, SparsityPattern};
-use crate::solve::{QpSolver, RowChunked, SolverOptions, SparseGptSettings, evaluate, problem_memory, solver_by_name};
+use crate::solve::{
+    QpSolver, RowChunked, SolverOptions, SparseGptSettings, evaluate, problem_memory, solver_by_name, solver_on,
+};
 
 /// How masks are chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -98,6 +102,8 @@ pub struct PruneSettings {
     pub percdamp: f64,
     /// Solver options (tolerance, threads, …).
     pub solver: SolverOptions,
+    /// Where the weight updates run (`cuda` runs `auto`, `direct` and `pcg` on a GPU).
+    pub device: Device,
     /// Prune only the first this many blocks (`None`: all); later blocks stay dense.
     pub max_blocks: Option<usize>,
     /// Show progress bars on stderr.
@@ -254,6 +260,11 @@ pub fn prune_model_resumable(
     let par = settings.solver.parallelism;
     let mut report = PruneReport { calibration_tokens: calibration.iter().map(Vec::len).sum(), ..Default::default() };
     let blocks = settings.max_blocks.map_or(model.blocks.len(), |b| b.min(model.blocks.len()));
+    // The solver (and, on a GPU, its device context) is made once, before any work.
+    let solver: Option<Arc<dyn QpSolver + Send + Sync>> = match &settings.update {
+        UpdateChoice::Solver(name) => Some(solver_on(settings.device, name, &settings.solver)?.into()),
+        UpdateChoice::None => None,
+    };
     let seq_len = calibration.iter().map(Vec::len).max().unwrap_or(0);
     let plan = plan_memory(&model.config, calibration.len(), seq_len, settings)?;
     let memory = block_memory(&model.config, seq_len, settings)?;
@@ -349,7 +360,8 @@ pub fn prune_model_resumable(
             let block = model.blocks.get_mut(b).ok_or_else(|| OptimaError::Numerical(format!("no block {b}")))?;
             let weight = to_f64(block.weight(kind));
             let out = block.weight_mut(kind);
-            let record = prune_layer(b, kind, weight, hessian.clone(), settings, solve_budget, out)
+            let update = LayerUpdate { solver: solver.clone(), budget: solve_budget };
+            let record = prune_layer(b, kind, weight, hessian.clone(), settings, update, out)
                 .map_err(|e| located(e, b, kind.short_name()))?;
             report.mask_seconds += record.mask_seconds;
             report.solve_seconds += record.solve_seconds;
@@ -383,6 +395,13 @@ fn located(e: OptimaError, block: usize, what: &str) -> OptimaError {
     }
 }
 
+/// How one layer's weights are updated: the run's solver (none for mask-only) and the memory the
+/// solve may use (`None`: unbounded).
+struct LayerUpdate {
+    solver: Option<Arc<dyn QpSolver + Send + Sync>>,
+    budget: Option<Bytes>,
+}
+
 /// Masks and updates one layer; writes the result into `out` (pruned entries exactly 0).
 fn prune_layer(
     block: usize,
@@ -390,9 +409,10 @@ fn prune_layer(
     weight: Array2<f64>,
     hessian: Hessian,
     settings: &PruneSettings,
-    solve_budget: Option<Bytes>,
+    update: LayerUpdate,
     out: &mut Array2<f32>,
 ) -> Result<LayerRecord> {
+    let LayerUpdate { solver, budget: solve_budget } = update;
     let par: Parallelism = settings.solver.parallelism;
     let t = Instant::now();
     let (mask, sparsegpt_weights): (Mask, Option<Array2<f64>>) = match settings.masker {
@@ -418,7 +438,7 @@ fn prune_layer(
             (updated, report)
         }
         (UpdateChoice::Solver(name), _) => {
-            let solver = solver_by_name(name, &settings.solver)?;
+            let solver = solver.ok_or_else(|| OptimaError::InvalidSetting(format!("no solver {name:?} was made")))?;
             let solution = match solve_budget {
                 Some(budget) => {
                     let what = format!("{kind} ({m}×{n}) with {name}");

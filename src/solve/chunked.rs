@@ -1,6 +1,8 @@
 //! Solving a layer in row chunks, so that a solve fits a memory budget: rows are independent
 //! QPs sharing `H`, so chunks are solved one after another and their reports concatenated.
 
+use std::sync::Arc;
+
 use ndarray::{Array2, ArrayView2, s};
 
 use super::QpSolver;
@@ -14,15 +16,16 @@ pub fn problem_memory(cols: usize) -> MemoryEstimate {
     MemoryEstimate { fixed: Bytes::f64s(cols * cols), per_row: Bytes::f64s(9 * cols) + Bytes(cols as u64 / 8 + 8) }
 }
 
-/// Any solver, run on at most `rows_per_chunk` rows at a time.
+/// Any solver, run on at most `rows_per_chunk` rows at a time (shared, so that one solver and its
+/// set-up, a GPU context say, serves every layer of a run).
 pub struct RowChunked {
-    inner: Box<dyn QpSolver + Send + Sync>,
+    inner: Arc<dyn QpSolver + Send + Sync>,
     rows_per_chunk: usize,
 }
 
 impl RowChunked {
     /// `inner` on chunks of `rows_per_chunk ≥ 1` rows.
-    pub fn new(inner: Box<dyn QpSolver + Send + Sync>, rows_per_chunk: usize) -> Result<Self> {
+    pub fn new(inner: Arc<dyn QpSolver + Send + Sync>, rows_per_chunk: usize) -> Result<Self> {
         if rows_per_chunk == 0 {
             return Err(OptimaError::InvalidSetting("rows per chunk must be at least 1".into()));
         }
@@ -33,7 +36,7 @@ impl RowChunked {
     /// solver working memory together); a [`OptimaError::MemoryBudget`] error when one row does
     /// not fit, before any work.
     pub fn for_budget(
-        inner: Box<dyn QpSolver + Send + Sync>,
+        inner: Arc<dyn QpSolver + Send + Sync>,
         rows: usize,
         cols: usize,
         budget: Bytes,

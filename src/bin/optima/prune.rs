@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
+use optima::backend::Device;
 use optima::llm::calibration::{calibration_sequences, read_text, skip_chars};
 use optima::llm::checkpoint::Checkpoint;
 use optima::llm::model_file::{WeightPrecision, load_model, write_model_gguf, write_model_safetensors};
@@ -49,6 +50,10 @@ pub struct PruneArgs {
     /// Prune only the first N blocks (the rest stay dense), e.g. for a quick check.
     #[arg(long)]
     max_blocks: Option<usize>,
+    /// Device of the weight updates: cpu, cuda or cuda:N (cuda runs auto, direct and pcg; it needs
+    /// a build with `--features cuda` and a GPU).
+    #[arg(long, default_value = "cpu")]
+    device: Device,
     /// Threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -118,6 +123,7 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         update: args.solver.clone(),
         percdamp: args.damping,
         solver: SolverOptions { tolerance: args.tol, parallelism: par, ..SolverOptions::default() },
+        device: args.device,
         max_blocks: args.max_blocks,
         progress: !args.json,
         memory_budget: None,
@@ -190,6 +196,7 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         "pattern": args.pattern.to_string(),
         "masker": args.masker,
         "solver": args.solver,
+        "device": args.device.to_string(),
         "calibration_sequences": calibration.len(),
         "seq_len": args.seq_len,
         "mean_error_before": report.mean_error_before,

@@ -87,7 +87,7 @@ pub fn run(args: SolveArgs) -> optima::Result<()> {
             let file_bytes = std::fs::metadata(&args.problem).map(|f| f.len()).unwrap_or(0);
             let resident = Bytes(file_bytes) + Bytes::f64s(m * n) + Bytes(32 << 20);
             let left = Bytes(total.0.saturating_sub(resident.0));
-            Box::new(RowChunked::for_budget(solver, m, n, left, &format!("solving the {m}×{n} layer"))?)
+            Box::new(RowChunked::for_budget(solver.into(), m, n, left, &format!("solving the {m}×{n} layer"))?)
         }
         None => solver,
     };
