@@ -190,7 +190,8 @@ impl Checkpoint {
 }
 
 /// A digest of everything that determines a run's result: the dense weights, the calibration
-/// tokens, and every setting except threads and progress display.
+/// tokens, and every setting (the device included: its answers differ in rounding) except threads
+/// and progress display.
 fn fingerprint(model: &LlamaModel, calibration: &[Vec<u32>], settings: &PruneSettings) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     format!("{:?}", model.config).hash(&mut h);
@@ -205,7 +206,7 @@ fn fingerprint(model: &LlamaModel, calibration: &[Vec<u32>], settings: &PruneSet
     let s = settings;
     let o = &s.solver;
     format!(
-        "{} {:?} {} {} {} {:?} {:?} {:?} {:?} {:?}",
+        "{} {:?} {} {} {} {:?} {:?} {:?} {:?} {:?} {}",
         s.pattern,
         s.masker,
         s.update,
@@ -215,7 +216,8 @@ fn fingerprint(model: &LlamaModel, calibration: &[Vec<u32>], settings: &PruneSet
         o.form,
         o.preconditioner,
         o.pdhg_tolerance,
-        s.max_blocks
+        s.max_blocks,
+        s.device
     )
     .hash(&mut h);
     format!("{:016x}", h.finish())
