@@ -90,7 +90,7 @@ fn sequence_file(dir: &Path, s: usize) -> PathBuf {
 }
 
 /// `rows`, `cols` as little-endian u64, then the values as little-endian f32, row-major.
-fn write_matrix(path: &Path, a: ArrayView2<'_, f32>) -> Result<()> {
+pub(super) fn write_matrix(path: &Path, a: ArrayView2<'_, f32>) -> Result<()> {
     let mut bytes = Vec::with_capacity(16 + 4 * a.len());
     bytes.extend((a.nrows() as u64).to_le_bytes());
     bytes.extend((a.ncols() as u64).to_le_bytes());
@@ -98,7 +98,7 @@ fn write_matrix(path: &Path, a: ArrayView2<'_, f32>) -> Result<()> {
     write_atomically(path, &bytes)
 }
 
-fn read_matrix(path: &Path) -> Result<Array2<f32>> {
+pub(super) fn read_matrix(path: &Path) -> Result<Array2<f32>> {
     let bytes = std::fs::read(path).map_err(|source| OptimaError::Io { path: path.to_path_buf(), source })?;
     let bad = |detail: &str| OptimaError::Format { path: path.to_path_buf(), detail: detail.to_string() };
     let (header, data) = bytes.split_at_checked(16).ok_or_else(|| bad("truncated activation file"))?;

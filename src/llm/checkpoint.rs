@@ -7,19 +7,17 @@
 //! instant leaves either the previous consistent state or the new one):
 //!
 //! - `manifest.json`: format version, the run's fingerprint, blocks done, per-layer records, times;
-//! - `block-B.safetensors`: the seven pruned weight matrices of block `B` (f32);
+//! - `block-B/KIND.bin`: the seven pruned weight matrices of block `B` (f32, the same raw matrix
+//!   format as the spilled activations);
 //! - `inputs-B/seqS.bin`: the calibration inputs of block `B` (the outputs of block `B − 1`), one
 //!   file per sequence so that they are written and read one sequence at a time.
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
-use ndarray::Array2;
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
-use super::activations::ActivationStore;
+use super::activations::{ActivationStore, read_matrix, write_matrix};
 use super::llama::{LinearKind, LlamaModel};
 use super::prune::{LayerRecord, PruneSettings};
 use crate::error::{OptimaError, Result};
@@ -116,14 +114,9 @@ impl Checkpoint {
             });
         }
         for b in 0..manifest.blocks_done {
-            let file = self.dir.join(format!("block-{b}.safetensors"));
-            let mut tensors = read_f32_tensors(&file)?;
             let block = model.blocks.get_mut(b).ok_or_else(|| OptimaError::Numerical(format!("no block {b}")))?;
             for kind in LinearKind::ALL {
-                let saved = tensors.remove(kind.short_name()).ok_or_else(|| OptimaError::Format {
-                    path: file.clone(),
-                    detail: format!("missing tensor {}", kind.short_name()),
-                })?;
+                let saved = read_matrix(&self.dir.join(format!("block-{b}/{}.bin", kind.short_name())))?;
                 let weight = block.weight_mut(kind);
                 if saved.dim() != weight.dim() {
                     return Err(OptimaError::shape(
@@ -157,9 +150,11 @@ impl Checkpoint {
         std::fs::create_dir_all(&self.dir).map_err(|source| OptimaError::Io { path: self.dir.clone(), source })?;
         if let Some(b) = blocks_done.checked_sub(1) {
             let block = model.blocks.get(b).ok_or_else(|| OptimaError::Numerical(format!("no block {b}")))?;
-            let named: Vec<(String, &Array2<f32>)> =
-                LinearKind::ALL.iter().map(|&k| (k.short_name().to_string(), block.weight(k))).collect();
-            write_f32_tensors(&self.dir.join(format!("block-{b}.safetensors")), &named)?;
+            let dir = self.dir.join(format!("block-{b}"));
+            std::fs::create_dir_all(&dir).map_err(|source| OptimaError::Io { path: dir.clone(), source })?;
+            for kind in LinearKind::ALL {
+                write_matrix(&dir.join(format!("{}.bin", kind.short_name())), block.weight(kind).view())?;
+            }
         }
         inputs.write_to(&self.dir.join(format!("inputs-{blocks_done}")))?;
         let manifest = Manifest {
@@ -221,43 +216,4 @@ fn fingerprint(model: &LlamaModel, calibration: &[Vec<u32>], settings: &PruneSet
     )
     .hash(&mut h);
     format!("{:016x}", h.finish())
-}
-
-fn write_f32_tensors(path: &Path, tensors: &[(String, &Array2<f32>)]) -> Result<()> {
-    let format =
-        |e: safetensors::SafeTensorError| OptimaError::Format { path: path.to_path_buf(), detail: e.to_string() };
-    let owned: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .iter()
-        .map(|(name, a)| (name.clone(), vec![a.nrows(), a.ncols()], a.iter().flat_map(|v| v.to_le_bytes()).collect()))
-        .collect();
-    let views = owned
-        .iter()
-        .map(|(name, shape, data)| {
-            Ok((name.clone(), TensorView::new(Dtype::F32, shape.clone(), data).map_err(format)?))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::serialize(views, None).map_err(format)?;
-    write_atomically(path, &bytes)
-}
-
-fn read_f32_tensors(path: &Path) -> Result<HashMap<String, Array2<f32>>> {
-    let bytes = std::fs::read(path).map_err(|source| OptimaError::Io { path: path.to_path_buf(), source })?;
-    let bad = |detail: String| OptimaError::Format { path: path.to_path_buf(), detail };
-    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("damaged checkpoint file: {e}")))?;
-    tensors
-        .tensors()
-        .into_iter()
-        .map(|(name, view)| {
-            let (&[rows, cols], Dtype::F32) = (view.shape(), view.dtype()) else {
-                return Err(bad(format!("{name}: expected a 2-D f32 tensor")));
-            };
-            let values = view
-                .data()
-                .chunks_exact(4)
-                .map(|c| c.try_into().map(f32::from_le_bytes).map_err(|_| bad(format!("{name}: truncated data"))))
-                .collect::<Result<Vec<f32>>>()?;
-            let a = Array2::from_shape_vec((rows, cols), values).map_err(|e| bad(format!("{name}: {e}")))?;
-            Ok((name, a))
-        })
-        .collect()
 }

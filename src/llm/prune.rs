@@ -163,16 +163,30 @@ pub fn plan_memory(
     seq_len: usize,
     settings: &PruneSettings,
 ) -> Result<MemoryPlan> {
+    plan_with_needs(config, sequences, seq_len, settings).map(|(plan, ..)| plan)
+}
+
+/// [`plan_memory`], with what the driver needs to size each solve: the per-block needs and the
+/// memory the activations take under the plan.
+fn plan_with_needs(
+    config: &LlamaConfig,
+    sequences: usize,
+    seq_len: usize,
+    settings: &PruneSettings,
+) -> Result<(MemoryPlan, BlockMemory, Bytes)> {
     let need = block_memory(config, seq_len, settings)?;
     let largest = need.layers.iter().map(|(_, whole, solve)| *whole + solve.for_rows(1)).max().unwrap_or_default();
     let one_sequence = Bytes::f32s(2 * seq_len * config.hidden);
     let all_sequences = one_sequence * sequences;
     let in_memory = need.shared + all_sequences + largest;
     let on_disk = need.shared + one_sequence + largest;
+    let in_memory_plan = MemoryPlan { activations_on_disk: false, estimated_peak: in_memory };
     match settings.memory_budget {
-        None => Ok(MemoryPlan { activations_on_disk: false, estimated_peak: in_memory }),
-        Some(budget) if in_memory <= budget => Ok(MemoryPlan { activations_on_disk: false, estimated_peak: in_memory }),
-        Some(budget) if on_disk <= budget => Ok(MemoryPlan { activations_on_disk: true, estimated_peak: on_disk }),
+        None => Ok((in_memory_plan, need, all_sequences)),
+        Some(budget) if in_memory <= budget => Ok((in_memory_plan, need, all_sequences)),
+        Some(budget) if on_disk <= budget => {
+            Ok((MemoryPlan { activations_on_disk: true, estimated_peak: on_disk }, need, one_sequence))
+        }
         Some(budget) => Err(OptimaError::MemoryBudget {
             what: "pruning one block (Hessians, one sequence's forward pass, the largest layer one row at a time)"
                 .into(),
@@ -266,10 +280,7 @@ pub fn prune_model_resumable(
         UpdateChoice::None => None,
     };
     let seq_len = calibration.iter().map(Vec::len).max().unwrap_or(0);
-    let plan = plan_memory(&model.config, calibration.len(), seq_len, settings)?;
-    let memory = block_memory(&model.config, seq_len, settings)?;
-    let activations_memory =
-        Bytes::f32s(2 * seq_len * model.config.hidden) * if plan.activations_on_disk { 1 } else { calibration.len() };
+    let (plan, memory, activations_memory) = plan_with_needs(&model.config, calibration.len(), seq_len, settings)?;
     let spill = |b: usize| {
         plan.activations_on_disk
             .then(|| std::env::temp_dir().join(format!("optima-activations-{}-{b}", std::process::id())))
