@@ -192,7 +192,11 @@ mod gpu {
             for preconditioner in [Preconditioner::Jacobi, Preconditioner::InverseHessian, Preconditioner::Identity] {
                 for tf32 in [false, true] {
                     let settings = CudaPcgSettings {
-                        pcg: PcgSettings { iterative: IterativeSettings::new(1e-9, 5000), preconditioner },
+                        pcg: PcgSettings {
+                            iterative: IterativeSettings::new(1e-9, 5000),
+                            preconditioner,
+                            ..Default::default()
+                        },
                         tf32,
                     };
                     let gpu = CudaPcgSolver::new(backend.clone(), settings).solve(&p, None).unwrap();

@@ -5,7 +5,7 @@ mod common;
 use common::{llm_like, random_mask};
 use optima::RowStatus;
 use optima::prelude::*;
-use optima::solve::{IterativeSettings, PcgSettings, PcgSolver, Preconditioner};
+use optima::solve::{IterativeSettings, PcgSettings, PcgSolver, Precision, Preconditioner};
 
 fn problem(m: usize, n: usize, p: f64, seed: u64) -> LayerProblem {
     let (w, h) = llm_like(m, n, seed);
@@ -14,7 +14,11 @@ fn problem(m: usize, n: usize, p: f64, seed: u64) -> LayerProblem {
 }
 
 fn pcg(tol: f64, cap: usize, preconditioner: Preconditioner) -> PcgSolver {
-    PcgSolver::new(PcgSettings { iterative: IterativeSettings::new(tol, cap), preconditioner })
+    pcg_in(tol, cap, preconditioner, Precision::Double)
+}
+
+fn pcg_in(tol: f64, cap: usize, preconditioner: Preconditioner, precision: Precision) -> PcgSolver {
+    PcgSolver::new(PcgSettings { iterative: IterativeSettings::new(tol, cap), preconditioner, precision })
 }
 
 #[test]
@@ -22,10 +26,14 @@ fn pcg_reaches_the_exact_optimum_with_every_preconditioner() {
     for (seed, sparsity) in [(1, 0.5), (2, 0.3), (3, 0.8)] {
         let problem = problem(20, 48, sparsity, seed);
         let exact = DirectSolver::default().solve(&problem, None).unwrap();
-        for pc in [Preconditioner::Identity, Preconditioner::Jacobi, Preconditioner::InverseHessian] {
-            let sol = pcg(1e-11, 500, pc).solve(&problem, None).unwrap();
+        let preconditioners = [Preconditioner::Identity, Preconditioner::Jacobi, Preconditioner::InverseHessian];
+        for (pc, precision) in
+            preconditioners.into_iter().flat_map(|pc| [(pc, Precision::Double), (pc, Precision::Mixed)])
+        {
+            // Mixed precision reaches 1e-11 too: f32 products, f64 residuals and restarts.
+            let sol = pcg_in(1e-11, 500, pc, precision).solve(&problem, None).unwrap();
             let r = &sol.report;
-            assert_eq!(r.failed_rows, 0, "{pc:?}");
+            assert_eq!(r.failed_rows, 0, "{pc:?} {precision:?}");
             assert!(r.kkt_residual <= 1e-11, "{pc:?}: {}", r.kkt_residual);
             assert_eq!(r.max_abs_pruned, 0.0);
             let gap = (r.objective - exact.report.objective) / exact.report.objective;

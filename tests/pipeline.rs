@@ -78,6 +78,7 @@ fn settings(pattern: &str, masker: MaskerChoice, update: &str) -> PruneSettings 
         max_blocks: None,
         progress: false,
         memory_budget: None,
+        save_problems: None,
     }
 }
 
@@ -256,6 +257,28 @@ fn max_blocks_leaves_later_blocks_dense() {
     for kind in LinearKind::ALL {
         assert_eq!(model.blocks[1].weight(kind), dense.blocks[1].weight(kind));
     }
+}
+
+#[test]
+fn saved_layer_problems_reproduce_the_pruned_layers_bit_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = LlamaModel::random(tiny_config(), 7).unwrap();
+    let dense = model.clone();
+    let mut s = settings("0.5", MaskerChoice::Wanda, "direct");
+    s.max_blocks = Some(1);
+    s.save_problems = Some(dir.path().to_path_buf());
+    prune_model(&mut model, &calibration(2), &s).unwrap();
+    for kind in LinearKind::ALL {
+        let path = dir.path().join(format!("blk.0.{}.safetensors", kind.short_name()));
+        let file = optima::io::read_problem_file(&path).unwrap();
+        assert_eq!(file.weight, dense.blocks[0].weight(kind).mapv(f64::from), "{kind}");
+        // The file's Hessian is undamped: damped again as the run did, solving it gives the layer.
+        let hessian = optima::Hessian::new(file.hessian, 0.01).unwrap();
+        let problem = optima::LayerProblem::new(file.weight, hessian, file.mask.unwrap()).unwrap();
+        let solved = optima::solve::solver_by_name("direct", &s.solver).unwrap().solve(&problem, None).unwrap();
+        assert_eq!(solved.weight.mapv(|v| v as f32), *model.blocks[0].weight(kind), "{kind}");
+    }
+    assert!(!dir.path().join("blk.1.attn_q.safetensors").exists());
 }
 
 #[test]

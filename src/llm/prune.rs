@@ -112,6 +112,9 @@ pub struct PruneSettings {
     /// calibration activations spill to disk and solves run in row chunks as needed; a run that
     /// cannot fit fails before any work with [`OptimaError::MemoryBudget`].
     pub memory_budget: Option<Bytes>,
+    /// Write every layer's problem (weights, undamped Hessian, mask) to
+    /// `DIR/blk.B.KIND.safetensors` before it is solved, for `optima solve` and `optima bench`.
+    pub save_problems: Option<std::path::PathBuf>,
 }
 
 /// How a run fits its memory budget ([`plan_memory`]).
@@ -437,6 +440,11 @@ fn prune_layer(
     };
     let mask_seconds = t.elapsed().as_secs_f64();
     let problem = LayerProblem::new(weight, hessian, mask)?;
+    if let Some(dir) = &settings.save_problems {
+        let path = dir.join(format!("blk.{block}.{}.safetensors", kind.short_name()));
+        let undamped = problem.hessian().undamped();
+        crate::io::write_problem_file(&path, problem.weight(), undamped.view(), Some(problem.mask()))?;
+    }
     let (m, n) = (problem.rows(), problem.cols());
     let t = Instant::now();
     let (new_weight, report) = match (&settings.update, sparsegpt_weights) {

@@ -75,6 +75,15 @@ impl Hessian {
         Ok(Self { matrix: std::sync::Arc::new(matrix), raw_diag, dead, damping, percdamp })
     }
 
+    /// The matrix as given: without the damping, dead inputs' diagonal back at 0.
+    pub fn undamped(&self) -> Array2<f64> {
+        let mut matrix = self.matrix.as_ref().clone();
+        for (j, &d) in self.raw_diag.iter().enumerate() {
+            matrix[[j, j]] = d;
+        }
+        matrix
+    }
+
     /// Number of inputs `n`.
     pub fn dim(&self) -> usize {
         self.matrix.nrows()

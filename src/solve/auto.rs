@@ -18,7 +18,7 @@ use ndarray::{Array2, ArrayView2, Axis};
 
 use super::batched::{IterativeSettings, starting_point};
 use super::pcg::run_pcg;
-use super::{DirectSettings, DirectSolver, PcgSettings, Preconditioner, QpSolver, direct_flops, evaluate};
+use super::{DirectSettings, DirectSolver, PcgSettings, Precision, Preconditioner, QpSolver, direct_flops, evaluate};
 use crate::backend::Parallelism;
 use crate::error::Result;
 use crate::memory::{Bytes, MemoryEstimate};
@@ -112,6 +112,7 @@ impl QpSolver for AutoSolver {
         let pcg = PcgSettings {
             iterative: IterativeSettings { tolerance: self.settings.tolerance, max_iterations, parallelism: par },
             preconditioner: Preconditioner::InverseHessian,
+            precision: Precision::Mixed,
         };
         let rows: Vec<usize> = (0..problem.rows()).collect();
         let x0 = starting_point(problem, warm_start)?;

@@ -1,7 +1,7 @@
 //! Shared machinery of the batched iterative solvers: all rows of a layer iterate together, one
 //! GEMM against the shared Hessian per iteration, and converged rows leave the batch.
 
-use ndarray::{Array1, Array2, ArrayView2, Axis, Zip};
+use ndarray::{Array1, Array2, ArrayView2, Axis};
 
 use crate::backend::{Parallelism, cpu::times_hessian};
 use crate::error::{OptimaError, Result, check_finite};
@@ -78,11 +78,6 @@ pub(crate) fn row_inf_norms(a: &Array2<f64>) -> Array1<f64> {
     a.map_axis(Axis(1), |r| r.iter().fold(0.0f64, |m, v| m.max(v.abs())))
 }
 
-/// Per-row dot products `Σ_j a_ij b_ij`.
-pub(crate) fn row_dots(a: &Array2<f64>, b: &Array2<f64>) -> Array1<f64> {
-    Zip::from(a.rows()).and(b.rows()).map_collect(|x, y| x.dot(&y))
-}
-
 /// True residual `(H(x − w))_S` for the given rows (a GEMM on those rows only).
 pub(crate) fn masked_gradient(
     x: &Array2<f64>,
@@ -122,6 +117,20 @@ impl Outcome {
         status: RowStatus,
     ) {
         self.weight.row_mut(global).assign(&x.row(local));
+        self.iterations[global] = iterations;
+        self.status[global] = status;
+    }
+
+    /// Records `x` as global row `global`.
+    #[allow(clippy::indexing_slicing)] // global indices come from 0..m.
+    pub(crate) fn finish(
+        &mut self,
+        global: usize,
+        x: ndarray::ArrayView1<'_, f64>,
+        iterations: usize,
+        status: RowStatus,
+    ) {
+        self.weight.row_mut(global).assign(&x);
         self.iterations[global] = iterations;
         self.status[global] = status;
     }

@@ -21,7 +21,7 @@ pub use batched::{DEFAULT_TOLERANCE, IterativeSettings};
 pub use chunked::{RowChunked, problem_memory};
 pub use direct::{DirectForm, DirectSettings, DirectSolver, direct_flops};
 pub use evaluate::{enforce_mask, evaluate};
-pub use pcg::{PcgSettings, PcgSolver, Preconditioner};
+pub use pcg::{PcgSettings, PcgSolver, Precision, Preconditioner};
 pub use pdhg::{PdhgSettings, PdhgSolver};
 pub use sparsegpt::{SparseGptMasker, SparseGptSettings, SparseGptSolver};
 
@@ -59,6 +59,8 @@ pub struct SolverOptions {
     pub form: DirectForm,
     /// Preconditioner of `pcg`.
     pub preconditioner: Preconditioner,
+    /// Precision of `pcg`'s products (`auto` always runs its PCG in mixed precision).
+    pub precision: Precision,
     /// `eps_abs = eps_rel` of `pdhg` (`None`: the paper's 1e-2).
     pub pdhg_tolerance: Option<f64>,
 }
@@ -71,6 +73,7 @@ impl Default for SolverOptions {
             parallelism: crate::Parallelism::AllCores,
             form: DirectForm::Auto,
             preconditioner: Preconditioner::Jacobi,
+            precision: Precision::Double,
             pdhg_tolerance: None,
         }
     }
@@ -93,6 +96,7 @@ pub fn solver_by_name(name: &str, options: &SolverOptions) -> Result<Box<dyn QpS
         "pcg" => Ok(Box::new(PcgSolver::new(PcgSettings {
             iterative: iterative(PcgSettings::default().iterative.max_iterations),
             preconditioner: options.preconditioner,
+            precision: options.precision,
         }))),
         "admm" => Ok(Box::new(AdmmSolver::new(AdmmSettings {
             iterative: iterative(AdmmSettings::default().iterative.max_iterations),

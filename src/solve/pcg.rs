@@ -1,20 +1,23 @@
 //! Masked, batched preconditioned conjugate gradient on `H_SS` for all rows at once.
 //!
-//! Every row solves `H_SS δ_S = −(H d0)_S` by CG; all active rows advance together with one GEMM
-//! `P · H` per iteration. A row stops when its residual recurrence reaches the tolerance and a
-//! freshly computed true residual confirms it (otherwise it restarts from the true residual).
+//! Every row solves `H_SS δ_S = −(H d0)_S` by CG. All active rows advance together: one GEMM
+//! `P · H` per iteration (and one `R · M` for the dense preconditioner `M = H⁻¹`); everything else
+//! is two fused passes over each row, rows in parallel. A row stops when its residual recurrence
+//! reaches the tolerance and its residual recomputed in f64 confirms it (otherwise it restarts
+//! from that residual); finished rows leave the batch. In [`Precision::Mixed`] the GEMMs run in
+//! f32 and the f64 checks and restarts correct their rounding (docs/solvers.md).
 
 #![allow(clippy::indexing_slicing)] // Dense kernels: every index runs over the dimensions LayerProblem::new validated (m rows, n
 // inputs) or over the live batch built from them.
 
-use ndarray::{Array1, Array2, ArrayView2, Zip};
+use faer::{Accum, Mat, MatMut, MatRef, Par};
+use faer_ext::IntoFaer;
+use ndarray::{Array2, ArrayView1, ArrayView2};
+use rayon::prelude::*;
 
 use super::QpSolver;
-use super::batched::{
-    IterativeSettings, Outcome, kept_indicator, masked_gradient, residual_scales, retain_array, retain_entries,
-    retain_rows, row_dots, row_inf_norms, solve_batched,
-};
-use crate::backend::cpu::{spd_inverse, times_hessian};
+use super::batched::{IterativeSettings, Outcome, TINY, solve_batched};
+use crate::backend::cpu::{cholesky_inverse, cholesky_of};
 use crate::error::{OptimaError, Result};
 use crate::memory::{Bytes, MemoryEstimate};
 use crate::problem::{LayerProblem, RowStatus, Solution};
@@ -47,6 +50,34 @@ impl std::str::FromStr for Preconditioner {
     }
 }
 
+/// Precision of the products with `H` and the preconditioner inside PCG's iterations.
+///
+/// Either way every row's stop is decided on its residual recomputed in f64, so both meet the
+/// same tolerance; `Mixed` runs the two GEMMs per iteration in f32 (about 1.8× the f64 rate on
+/// AVX-512 cores, docs/benchmarks.md) and corrects the f32 drift of the recurrence by restarting
+/// from the f64 residual.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// f64 throughout.
+    #[default]
+    Double,
+    /// f32 products, f64 iterates, residual checks and restarts.
+    Mixed,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = OptimaError;
+
+    /// `double` or `mixed`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "double" => Ok(Self::Double),
+            "mixed" => Ok(Self::Mixed),
+            other => Err(OptimaError::InvalidSetting(format!("unknown precision {other:?}; choose double or mixed"))),
+        }
+    }
+}
+
 /// Settings of [`PcgSolver`].
 #[derive(Clone, Copy, Debug)]
 pub struct PcgSettings {
@@ -54,6 +85,8 @@ pub struct PcgSettings {
     pub iterative: IterativeSettings,
     /// The shared preconditioner.
     pub preconditioner: Preconditioner,
+    /// Precision of the products inside the iterations.
+    pub precision: Precision,
 }
 
 impl Default for PcgSettings {
@@ -61,6 +94,7 @@ impl Default for PcgSettings {
         Self {
             iterative: IterativeSettings::new(super::DEFAULT_TOLERANCE, 1000),
             preconditioner: Preconditioner::Jacobi,
+            precision: Precision::Double,
         }
     }
 }
@@ -83,16 +117,10 @@ impl QpSolver for PcgSolver {
         "pcg"
     }
 
-    /// H⁻¹ for the inverse preconditioner; a dozen n-vectors per row.
+    /// H⁻¹ and its Cholesky factor while it is built (inverse preconditioner), f32 copies of the
+    /// operators (mixed precision); a dozen n-vectors per row.
     fn memory_estimate(&self, cols: usize) -> MemoryEstimate {
-        MemoryEstimate {
-            fixed: if self.settings.preconditioner == Preconditioner::InverseHessian {
-                Bytes::f64s(cols * cols)
-            } else {
-                Bytes(0)
-            },
-            per_row: Bytes::f64s(12 * cols),
-        }
+        pcg_memory(cols, self.settings.preconditioner, self.settings.precision)
     }
 
     fn solve(&self, problem: &LayerProblem, warm_start: Option<ArrayView2<'_, f64>>) -> Result<Solution> {
@@ -103,116 +131,415 @@ impl QpSolver for PcgSolver {
     }
 }
 
-/// The preconditioner applied to a batch of residuals (rows), masked to each row's kept set.
-enum Apply {
-    Identity,
-    Diagonal(Array1<f64>),
-    Dense(Array2<f64>),
+/// Working memory of [`run_pcg`] over `cols` inputs (see [`PcgSolver::memory_estimate`]).
+pub(crate) fn pcg_memory(cols: usize, preconditioner: Preconditioner, precision: Precision) -> MemoryEstimate {
+    let square = cols * cols;
+    let inverse = if preconditioner == Preconditioner::InverseHessian { Bytes::f64s(2 * square) } else { Bytes(0) };
+    let lowered = if precision == Precision::Mixed { Bytes::f32s(2 * square) } else { Bytes(0) };
+    MemoryEstimate { fixed: inverse + lowered, per_row: Bytes::f64s(12 * cols) }
 }
 
-impl Apply {
-    fn build(kind: Preconditioner, h: ArrayView2<'_, f64>, par: crate::Parallelism) -> Result<Self> {
-        Ok(match kind {
-            Preconditioner::Identity => Self::Identity,
-            Preconditioner::Jacobi => Self::Diagonal(h.diag().mapv(|d| 1.0 / d)),
-            Preconditioner::InverseHessian => Self::Dense(spd_inverse(h, 0.0, par.faer())?),
-        })
-    }
+/// The scalar the iterations' GEMMs run in: f64, or f32 in mixed precision.
+pub(crate) trait ProductScalar: faer::traits::ComplexField + Copy + Send + Sync + 'static {
+    /// Rounds an f64 to this type.
+    fn narrow(value: f64) -> Self;
+    /// Widens back to f64.
+    fn widen(self) -> f64;
+    /// A symmetric operator in this precision: borrowed when it already is.
+    fn operator(matrix: ArrayView2<'_, f64>) -> Operator<'_, Self>;
+    /// An owned f64 matrix in this precision.
+    fn owned(matrix: Mat<f64>) -> Operator<'static, Self>;
+}
 
-    fn apply(&self, r: &Array2<f64>, kept: &Array2<f64>, par: crate::Parallelism) -> Array2<f64> {
+impl ProductScalar for f64 {
+    fn narrow(value: f64) -> Self {
+        value
+    }
+    fn widen(self) -> f64 {
+        self
+    }
+    fn operator(matrix: ArrayView2<'_, f64>) -> Operator<'_, Self> {
+        Operator::Borrowed(matrix.into_faer())
+    }
+    fn owned(matrix: Mat<f64>) -> Operator<'static, Self> {
+        Operator::Owned(matrix)
+    }
+}
+
+impl ProductScalar for f32 {
+    fn narrow(value: f64) -> Self {
+        value as f32
+    }
+    fn widen(self) -> f64 {
+        f64::from(self)
+    }
+    fn operator(matrix: ArrayView2<'_, f64>) -> Operator<'_, Self> {
+        Operator::Owned(Mat::from_fn(matrix.nrows(), matrix.ncols(), |i, j| matrix[[i, j]] as f32))
+    }
+    fn owned(matrix: Mat<f64>) -> Operator<'static, Self> {
+        Operator::Owned(Mat::from_fn(matrix.nrows(), matrix.ncols(), |i, j| matrix[(i, j)] as f32))
+    }
+}
+
+/// An n×n operator the batch is multiplied by.
+pub(crate) enum Operator<'a, T> {
+    /// A view of the caller's matrix.
+    Borrowed(MatRef<'a, T>),
+    /// A matrix of its own.
+    Owned(Mat<T>),
+}
+
+impl<T> Operator<'_, T> {
+    fn view(&self) -> MatRef<'_, T> {
         match self {
-            Self::Identity => r.clone(),
-            Self::Diagonal(d) => r * d,
-            Self::Dense(g) => times_hessian(r.view(), g.view(), par) * kept,
+            Self::Borrowed(m) => *m,
+            Self::Owned(m) => m.as_ref(),
         }
     }
 }
 
-/// Runs PCG on `rows` (global indices) from `x` (their starting weights, masked), up to the cap.
+/// `out = input · op` for row-major `rows × n` buffers and a symmetric `op`.
+fn product<T: ProductScalar>(input: &[T], rows: usize, op: MatRef<'_, T>, out: &mut [T], par: Par) {
+    let n = op.ncols();
+    faer::linalg::matmul::matmul(
+        MatMut::from_row_major_slice_mut(out, rows, n),
+        Accum::Replace,
+        MatRef::from_row_major_slice(input, rows, n),
+        op,
+        T::narrow(1.0),
+        par,
+    );
+}
+
+/// The shared preconditioner in the iterations' precision.
+enum Apply<T: 'static> {
+    Identity,
+    Diagonal(Vec<f64>),
+    Dense(Operator<'static, T>),
+}
+
+impl<T: ProductScalar> Apply<T> {
+    fn build(kind: Preconditioner, h: ArrayView2<'_, f64>, par: Par) -> Result<Self> {
+        Ok(match kind {
+            Preconditioner::Identity => Self::Identity,
+            Preconditioner::Jacobi => Self::Diagonal(h.diag().iter().map(|d| 1.0 / d).collect()),
+            Preconditioner::InverseHessian => {
+                let (l, _) = cholesky_of(h, 0.0, par)?;
+                Self::Dense(T::owned(cholesky_inverse(l.as_ref(), par)))
+            }
+        })
+    }
+}
+
+/// The scalars of one live row.
+#[derive(Clone, Copy, Debug)]
+struct RowState {
+    global: usize,
+    iterations: usize,
+    /// `‖(H w)_S‖∞`, the scale of the relative residual.
+    scale: f64,
+    /// `rᵀz` of the current residual.
+    rz: f64,
+    /// `‖r‖∞` of the recurrence.
+    residual: f64,
+    /// The last step went nowhere (`pᵀHp ≤ 0` in the products' precision): check and restart.
+    stalled: bool,
+    /// A step or product was not finite.
+    broken: bool,
+}
+
+/// The live rows: iterates in f64, everything the GEMMs read or write in `T`, all row-major.
+///
+/// Only the iterate needs f64: the residual and direction are corrected by the f64 residual
+/// checks and restarts, so storing them in `T` costs no accuracy and halves the memory traffic of
+/// the fused passes in mixed precision.
+struct Batch<T> {
+    n: usize,
+    states: Vec<RowState>,
+    /// Iterates.
+    x: Vec<f64>,
+    /// 1 where the row keeps input j, 0 where it is pruned.
+    kept: Vec<T>,
+    /// Residuals `−(H(x − w))_S` (the preconditioner GEMM's input).
+    r: Vec<T>,
+    /// Directions (the Hessian GEMM's input).
+    p: Vec<T>,
+    /// GEMM output.
+    out: Vec<T>,
+}
+
+impl<T: ProductScalar> Batch<T> {
+    fn new(problem: &LayerProblem, rows: &[usize], x0: &Array2<f64>) -> Self {
+        let n = problem.cols();
+        let mask = problem.mask();
+        let zero = T::narrow(0.0);
+        let mut x = vec![0.0; rows.len() * n];
+        let mut kept = vec![zero; rows.len() * n];
+        x.par_chunks_mut(n).zip(kept.par_chunks_mut(n)).zip(rows.par_iter()).for_each(|((x, kept), &i)| {
+            for j in 0..n {
+                x[j] = x0[[i, j]];
+                kept[j] = T::narrow(if mask.is_pruned(i, j) { 0.0 } else { 1.0 });
+            }
+        });
+        let state = |&global: &usize| RowState {
+            global,
+            iterations: 0,
+            scale: 1.0,
+            rz: 0.0,
+            residual: 0.0,
+            stalled: false,
+            broken: false,
+        };
+        Self {
+            n,
+            states: rows.iter().map(state).collect(),
+            x,
+            kept,
+            r: vec![zero; rows.len() * n],
+            p: vec![zero; rows.len() * n],
+            out: vec![zero; rows.len() * n],
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.states.len()
+    }
+
+    /// `rows(local) ↦ values` gathered row-major, then multiplied by `h` in f64.
+    fn product_f64(
+        &self,
+        rows: &[usize],
+        h: MatRef<'_, f64>,
+        par: Par,
+        fill: impl Fn(&RowState, usize, &mut [f64]) + Sync,
+    ) -> Vec<f64> {
+        let n = self.n;
+        let mut input = vec![0.0; rows.len() * n];
+        input.par_chunks_mut(n).zip(rows.par_iter()).for_each(|(dst, &i)| fill(&self.states[i], i, dst));
+        let mut out = vec![0.0; rows.len() * n];
+        product(&input, rows.len(), h, &mut out, par);
+        out
+    }
+
+    /// Sets every row's scale `‖(H w)_S‖∞` (one f64 GEMM).
+    fn set_scales(&mut self, problem: &LayerProblem, h: MatRef<'_, f64>, par: Par) {
+        let n = self.n;
+        let all: Vec<usize> = (0..self.len()).collect();
+        let weight = problem.weight();
+        let hw = self.product_f64(&all, h, par, |state, _, dst| {
+            dst.iter_mut().zip(weight.row(state.global)).for_each(|(d, w)| *d = *w);
+        });
+        self.states.par_iter_mut().zip(self.kept.par_chunks(n)).zip(hw.par_chunks(n)).for_each(
+            |((state, kept), hw)| {
+                let scale = hw.iter().zip(kept).fold(0.0f64, |m, (v, k)| m.max((v * k.widen()).abs()));
+                state.scale = scale.max(TINY);
+            },
+        );
+    }
+
+    /// True residuals `−(H(x − w))_S` of the local rows `rows`, in f64, row-major.
+    fn true_residuals(&self, problem: &LayerProblem, rows: &[usize], h: MatRef<'_, f64>, par: Par) -> Vec<f64> {
+        let n = self.n;
+        let weight = problem.weight();
+        let mut out = self.product_f64(rows, h, par, |state, i, dst| {
+            let x = &self.x[i * n..(i + 1) * n];
+            for ((d, x), w) in dst.iter_mut().zip(x).zip(weight.row(state.global)) {
+                *d = x - w;
+            }
+        });
+        out.par_chunks_mut(n).zip(rows.par_iter()).for_each(|(res, &i)| {
+            for (v, k) in res.iter_mut().zip(&self.kept[i * n..(i + 1) * n]) {
+                *v *= -k.widen();
+            }
+        });
+        out
+    }
+
+    /// One CG step of every live row: `q = H p`, then `x += α p`, `r −= α q`.
+    fn step(&mut self, h: MatRef<'_, T>, par: Par) {
+        let n = self.n;
+        product(&self.p, self.len(), h, &mut self.out, par);
+        self.x
+            .par_chunks_mut(n)
+            .zip(self.r.par_chunks_mut(n))
+            .zip(self.p.par_chunks(n).zip(self.kept.par_chunks(n)).zip(self.out.par_chunks(n)))
+            .zip(self.states.par_iter_mut())
+            .for_each(|(((x, r), ((p, kept), q)), state)| {
+                let pq: f64 = (0..n).map(|j| p[j].widen() * q[j].widen() * kept[j].widen()).sum();
+                state.broken |= !(pq.is_finite() && state.rz.is_finite());
+                let descends = pq > 0.0;
+                state.stalled = !descends;
+                let alpha = if descends { state.rz / pq } else { 0.0 };
+                let mut residual = 0.0f64;
+                for j in 0..n {
+                    x[j] += alpha * p[j].widen();
+                    let rj = r[j].widen() - alpha * q[j].widen() * kept[j].widen();
+                    r[j] = T::narrow(rj);
+                    residual = residual.max(rj.abs());
+                }
+                state.residual = residual;
+                state.iterations += 1;
+            });
+    }
+
+    /// New directions `p = z + β p` (`β = 0` when `restart`) of the local rows `rows` (all when
+    /// `None`), with `z` the preconditioned residual.
+    fn directions(&mut self, rows: Option<&[usize]>, precond: &Apply<T>, restart: bool, par: Par) {
+        let n = self.n;
+        let live = self.len();
+        let mut slot: Vec<Option<usize>> = vec![None; live];
+        match rows {
+            None => slot.iter_mut().enumerate().for_each(|(i, s)| *s = Some(i)),
+            Some(rows) => rows.iter().enumerate().for_each(|(c, &i)| slot[i] = Some(c)),
+        }
+        let mut gathered: Vec<T> = Vec::new();
+        if let Apply::Dense(g) = precond {
+            match rows {
+                None => product(&self.r, live, g.view(), &mut self.out, par),
+                Some(rows) => {
+                    let mut input = Vec::with_capacity(rows.len() * n);
+                    for &i in rows {
+                        input.extend_from_slice(&self.r[i * n..(i + 1) * n]);
+                    }
+                    gathered = vec![T::narrow(0.0); rows.len() * n];
+                    product(&input, rows.len(), g.view(), &mut gathered, par);
+                }
+            }
+        }
+        let products: &[T] = if rows.is_none() { &self.out } else { &gathered };
+        self.p
+            .par_chunks_mut(n)
+            .zip(self.r.par_chunks(n).zip(self.kept.par_chunks(n)))
+            .zip(self.states.par_iter_mut())
+            .zip(slot.par_iter())
+            .for_each(|(((p, (r, kept)), state), slot)| {
+                let Some(c) = *slot else { return };
+                let z = |j: usize| match precond {
+                    Apply::Dense(_) => products[c * n + j].widen() * kept[j].widen(),
+                    Apply::Diagonal(d) => r[j].widen() * d[j],
+                    Apply::Identity => r[j].widen(),
+                };
+                let rz: f64 = (0..n).map(|j| r[j].widen() * z(j)).sum();
+                state.broken |= !rz.is_finite();
+                let continues = !restart && state.rz > 0.0;
+                let beta = if continues { rz / state.rz } else { 0.0 };
+                for (j, pj) in p.iter_mut().enumerate() {
+                    *pj = T::narrow(z(j) + beta * pj.widen());
+                }
+                state.rz = rz;
+                if restart {
+                    state.stalled = false;
+                }
+            });
+    }
+
+    /// Moves the local rows `keep` (ascending) to the front and drops the rest.
+    fn retain(&mut self, keep: &[usize]) {
+        let n = self.n;
+        compact(&mut self.x, n, keep);
+        compact(&mut self.kept, n, keep);
+        compact(&mut self.r, n, keep);
+        compact(&mut self.p, n, keep);
+        compact(&mut self.states, 1, keep);
+        self.out.truncate(keep.len() * n);
+    }
+}
+
+/// Moves the `width`-long rows `keep` (ascending) of `buffer` to its front and truncates it.
+fn compact<V: Copy>(buffer: &mut Vec<V>, width: usize, keep: &[usize]) {
+    for (k, &i) in keep.iter().enumerate() {
+        if i != k {
+            buffer.copy_within(i * width..(i + 1) * width, k * width);
+        }
+    }
+    buffer.truncate(keep.len() * width);
+}
+
+/// Runs PCG on `rows` (global indices) from `x` (every row's starting weights, masked), up to the
+/// cap.
 pub(crate) fn run_pcg(
     problem: &LayerProblem,
     rows: &[usize],
     x: Array2<f64>,
     settings: &PcgSettings,
 ) -> Result<Outcome> {
-    let s = settings.iterative;
-    let par = s.parallelism;
-    let h = problem.hessian().matrix();
-    let precond = Apply::build(settings.preconditioner, h, par)?;
-    let mut outcome = Outcome::new(problem);
-    let mut global: Vec<usize> = rows.to_vec();
-    let mut w = problem.weight().select(ndarray::Axis(0), rows);
-    let mut x = x.select(ndarray::Axis(0), rows);
-    let mut kept = kept_indicator(problem, rows);
-    let mut scale = residual_scales(problem, &kept_indicator(problem, &(0..problem.rows()).collect::<Vec<_>>()), par)
-        .select(ndarray::Axis(0), rows);
-    let mut r = -masked_gradient(&x, &w, &kept, h, par);
-    let mut z = precond.apply(&r, &kept, par);
-    let mut p = z.clone();
-    let mut rz = row_dots(&r, &z);
-    let mut iters: Vec<usize> = vec![0; rows.len()];
+    match settings.precision {
+        Precision::Double => run_pcg_in::<f64>(problem, rows, &x, settings),
+        Precision::Mixed => run_pcg_in::<f32>(problem, rows, &x, settings),
+    }
+}
 
-    let mut iteration = 0;
-    while !global.is_empty() {
-        // Rows whose recurrence says converged (or that hit the cap) get a true-residual check.
-        let res = row_inf_norms(&r) / &scale;
-        let candidates: Vec<usize> =
-            (0..global.len()).filter(|&i| res[i] <= s.tolerance || iters[i] >= s.max_iterations).collect();
+fn run_pcg_in<T: ProductScalar>(
+    problem: &LayerProblem,
+    rows: &[usize],
+    x0: &Array2<f64>,
+    settings: &PcgSettings,
+) -> Result<Outcome> {
+    let s = settings.iterative;
+    let par = s.parallelism.faer();
+    let h = problem.hessian().matrix();
+    let h64 = h.into_faer();
+    let h_low = T::operator(h);
+    let precond = Apply::<T>::build(settings.preconditioner, h, par)?;
+    let mut outcome = Outcome::new(problem);
+    let mut batch = Batch::<T>::new(problem, rows, x0);
+    batch.set_scales(problem, h64, par);
+    // Every row starts as a candidate: its f64 residual either finishes it or starts its CG.
+    let mut candidates: Vec<usize> = (0..batch.len()).collect();
+    let n = batch.n;
+    loop {
         if !candidates.is_empty() {
-            let pick = |a: &Array2<f64>| a.select(ndarray::Axis(0), &candidates);
-            let true_r = -masked_gradient(&pick(&x), &pick(&w), &pick(&kept), h, par);
-            let true_res = row_inf_norms(&true_r);
-            let mut done = vec![false; global.len()];
+            let true_r = batch.true_residuals(problem, &candidates, h64, par);
+            let mut finished = vec![false; batch.len()];
+            let mut restarted = Vec::new();
             for (c, &i) in candidates.iter().enumerate() {
-                let converged = true_res[c] / scale[i] <= s.tolerance;
-                if converged || iters[i] >= s.max_iterations {
+                let residual = &true_r[c * n..(c + 1) * n];
+                let relative = residual.iter().fold(0.0f64, |m, v| m.max(v.abs())) / batch.states[i].scale;
+                let state = batch.states[i];
+                if !relative.is_finite() {
+                    return Err(OptimaError::Numerical(format!(
+                        "PCG residual of row {} became non-finite after {} iterations",
+                        state.global, state.iterations
+                    )));
+                }
+                let converged = relative <= s.tolerance;
+                if converged || state.iterations >= s.max_iterations {
+                    let x = ArrayView1::from(&batch.x[i * n..(i + 1) * n]);
                     let status = if converged { RowStatus::ReachedTolerance } else { RowStatus::MaxIterations };
-                    outcome.finish_row(global[i], &x, i, iters[i], status);
-                    done[i] = true;
+                    outcome.finish(state.global, x, state.iterations, status);
+                    finished[i] = true;
                 } else {
-                    // Drifted recurrence: restart this row from its true residual.
-                    r.row_mut(i).assign(&true_r.row(c));
+                    for (r, v) in batch.r[i * n..(i + 1) * n].iter_mut().zip(residual) {
+                        *r = T::narrow(*v);
+                    }
+                    restarted.push(i);
                 }
             }
-            let restarted: Vec<usize> = candidates.iter().copied().filter(|&i| !done[i]).collect();
             if !restarted.is_empty() {
-                let zr = precond.apply(&r, &kept, par);
-                for &i in &restarted {
-                    z.row_mut(i).assign(&zr.row(i));
-                    p.row_mut(i).assign(&zr.row(i));
-                    rz[i] = r.row(i).dot(&z.row(i));
-                }
+                batch.directions(Some(&restarted), &precond, true, par);
             }
-            let keep: Vec<usize> = (0..global.len()).filter(|&i| !done[i]).collect();
-            if keep.len() < global.len() {
-                for a in [&mut w, &mut x, &mut kept, &mut r, &mut z, &mut p] {
-                    retain_rows(a, &keep);
-                }
-                retain_array(&mut scale, &keep);
-                retain_array(&mut rz, &keep);
-                retain_entries(&mut global, &keep);
-                retain_entries(&mut iters, &keep);
-            }
-            if global.is_empty() {
-                break;
+            let keep: Vec<usize> = (0..batch.len()).filter(|&i| !finished[i]).collect();
+            if keep.len() < batch.len() {
+                batch.retain(&keep);
             }
         }
-        iteration += 1;
-        let q = times_hessian(p.view(), h, par) * &kept;
-        let pq = row_dots(&p, &q);
-        let alpha = Zip::from(&rz).and(&pq).map_collect(|&a, &b| if b > 0.0 { a / b } else { 0.0 });
-        if alpha.iter().any(|a| !a.is_finite()) {
-            return Err(OptimaError::Numerical(format!("PCG step became non-finite at iteration {iteration}")));
+        if batch.len() == 0 {
+            break;
         }
-        let alpha_col = alpha.view().insert_axis(ndarray::Axis(1));
-        x.scaled_add(1.0, &(&p * &alpha_col));
-        r.scaled_add(-1.0, &(&q * &alpha_col));
-        z = precond.apply(&r, &kept, par);
-        let rz_new = row_dots(&r, &z);
-        let beta = Zip::from(&rz_new).and(&rz).map_collect(|&a, &b| if b > 0.0 { a / b } else { 0.0 });
-        p = &z + &(&p * &beta.view().insert_axis(ndarray::Axis(1)));
-        rz = rz_new;
-        iters.iter_mut().for_each(|i| *i += 1);
+        batch.step(h_low.view(), par);
+        batch.directions(None, &precond, false, par);
+        if let Some(state) = batch.states.iter().find(|state| state.broken) {
+            return Err(OptimaError::Numerical(format!(
+                "PCG step of row {} became non-finite at iteration {}",
+                state.global, state.iterations
+            )));
+        }
+        candidates = (0..batch.len())
+            .filter(|&i| {
+                let state = &batch.states[i];
+                state.stalled || state.residual / state.scale <= s.tolerance || state.iterations >= s.max_iterations
+            })
+            .collect();
     }
     Ok(outcome)
 }

@@ -10,7 +10,7 @@ use optima::bench::llama::{LlamaBenchOptions, bench_llama3_8b, llama_markdown};
 use optima::bench::{BenchCase, BenchRow, bench_problem_on, generate_problem, markdown_table};
 use optima::io::read_problem_file;
 use optima::mask::masker_by_name;
-use optima::solve::{DirectForm, Preconditioner, SolverOptions};
+use optima::solve::{DirectForm, Precision, Preconditioner, SolverOptions};
 use optima::{Hessian, LayerProblem, Mask, OptimaError, Parallelism, SparsityPattern};
 
 #[derive(Args)]
@@ -50,6 +50,9 @@ pub struct BenchArgs {
     /// Preconditioner of pcg: jacobi, identity or inverse.
     #[arg(long, default_value = "jacobi")]
     preconditioner: Preconditioner,
+    /// Precision of pcg's products: double, or mixed (f32 GEMMs, f64 checks; auto always uses mixed).
+    #[arg(long, default_value = "double")]
+    precision: Precision,
     /// Bench only the first R rows of each layer (for shapes where direct on all rows is too slow).
     #[arg(long)]
     rows: Option<usize>,
@@ -95,6 +98,7 @@ pub fn run(args: BenchArgs) -> optima::Result<()> {
         parallelism: par,
         form: DirectForm::Auto,
         preconditioner: args.preconditioner,
+        precision: args.precision,
         pdhg_tolerance: args.pdhg_tol,
     };
     if args.llama3_8b_shapes {

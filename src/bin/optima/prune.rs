@@ -50,6 +50,10 @@ pub struct PruneArgs {
     /// Prune only the first N blocks (the rest stay dense), e.g. for a quick check.
     #[arg(long)]
     max_blocks: Option<usize>,
+    /// Also write every layer's problem (weights, undamped Hessian, mask) into this folder as
+    /// `blk.B.KIND.safetensors`, for `optima solve --problem` and `optima bench --problem`.
+    #[arg(long)]
+    save_problems: Option<PathBuf>,
     /// Device of the weight updates: cpu, cuda or cuda:N (cuda runs auto, direct and pcg; it needs
     /// a build with `--features cuda` and a GPU).
     #[arg(long, default_value = "cpu")]
@@ -110,6 +114,9 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
             )));
         }
     }
+    if let Some(dir) = &args.save_problems {
+        std::fs::create_dir_all(dir).map_err(|source| OptimaError::Io { path: dir.clone(), source })?;
+    }
     let mut loaded = load_model(&args.model)?;
     let calib_text = read_text(&args.calib)?;
     let eval_text = args.eval.as_ref().map(|p| read_text(p)).transpose()?;
@@ -127,6 +134,7 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         max_blocks: args.max_blocks,
         progress: !args.json,
         memory_budget: None,
+        save_problems: args.save_problems.clone(),
     };
     // The budget covers the whole process: the file as read and its f32 weights come first.
     let file_bytes = std::fs::metadata(&args.model).map(|m| m.len()).unwrap_or(0);

@@ -7,7 +7,7 @@ use optima::backend::Device;
 use optima::io::{read_problem_file, write_solution_file};
 use optima::mask::masker_by_name;
 use optima::memory::Bytes;
-use optima::solve::{DirectForm, Preconditioner, RowChunked, SolverOptions, solver_on};
+use optima::solve::{DirectForm, Precision, Preconditioner, RowChunked, SolverOptions, solver_on};
 use optima::{Hessian, LayerProblem, OptimaError, Parallelism, SparsityPattern};
 use serde_json::json;
 
@@ -44,6 +44,9 @@ pub struct SolveArgs {
     /// Preconditioner of pcg: jacobi, identity or inverse.
     #[arg(long, default_value = "jacobi")]
     preconditioner: Preconditioner,
+    /// Precision of pcg's products: double, or mixed (f32 GEMMs, f64 checks; auto always uses mixed).
+    #[arg(long, default_value = "double")]
+    precision: Precision,
     /// Write the reconstructed `weight` (f32) and `mask` (u8) here (safetensors).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -158,6 +161,7 @@ fn solver_options(args: &SolveArgs, parallelism: Parallelism) -> optima::Result<
         parallelism,
         form,
         preconditioner: args.preconditioner,
+        precision: args.precision,
         pdhg_tolerance: args.tol,
     })
 }

@@ -15,7 +15,7 @@ use crate::problem::{LayerProblem, Mask, RowStatus, Solution};
 use crate::solve::auto::ITERATIONS_PER_DECADE;
 use crate::solve::batched::{IterativeSettings, starting_point};
 use crate::solve::{
-    AutoPlan, AutoSettings, DirectSettings, PcgSettings, Preconditioner, QpSolver, direct_flops, evaluate,
+    AutoPlan, AutoSettings, DirectSettings, PcgSettings, Precision, Preconditioner, QpSolver, direct_flops, evaluate,
 };
 
 /// The device's throughput per kernel kind, flop/s, for the cost model.
@@ -103,6 +103,7 @@ impl QpSolver for CudaAutoSolver {
             pcg: PcgSettings {
                 iterative: IterativeSettings { tolerance: self.settings.tolerance, max_iterations, parallelism: par },
                 preconditioner: Preconditioner::InverseHessian,
+                precision: Precision::Mixed,
             },
             tf32: false,
         };

@@ -13,7 +13,7 @@ pub use auto::{CudaAutoSolver, DeviceCostModel};
 pub use direct::{CudaDirectSolver, DEFAULT_BLOCK_BUDGET};
 pub use pcg::{CudaPcgSettings, CudaPcgSolver};
 
-use super::{AutoSettings, DirectSettings, IterativeSettings, PcgSettings, QpSolver, SolverOptions};
+use super::{AutoSettings, DirectSettings, IterativeSettings, PcgSettings, Precision, QpSolver, SolverOptions};
 use crate::backend::cuda::CudaBackend;
 use crate::error::{OptimaError, Result};
 
@@ -42,6 +42,7 @@ pub fn cuda_solver_by_name(
                         parallelism: options.parallelism,
                     },
                     preconditioner: options.preconditioner,
+                    precision: Precision::Mixed,
                 },
                 tf32: false,
             },
