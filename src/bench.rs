@@ -91,7 +91,7 @@ pub fn cholesky_baseline_seconds(problem: &LayerProblem, dim: usize, count: usiz
                         }
                     }
                 };
-                cholesky_with_retry(&mut a, fill, faer::Par::Seq).is_err()
+                cholesky_with_retry(a.as_mut(), fill, faer::Par::Seq).is_err()
             })
             .count()
     })?;

@@ -122,7 +122,11 @@ const FIRST_RELATIVE_EXTRA: f64 = 1e-10;
 /// Factors the symmetric matrix that `fill` writes (lower triangle suffices) in place as `L Lᵀ`,
 /// in `a`. When a pivot is not positive, refills and retries with growing diagonal damping, at
 /// most [`MAX_REGULARIZATION_ATTEMPTS`] more times; `Err` when every attempt fails.
-pub fn cholesky_with_retry(a: &mut Mat<f64>, mut fill: impl FnMut(MatMut<'_, f64>), par: Par) -> Result<Factorization> {
+pub fn cholesky_with_retry(
+    mut a: MatMut<'_, f64>,
+    mut fill: impl FnMut(MatMut<'_, f64>),
+    par: Par,
+) -> Result<Factorization> {
     let dim = a.nrows();
     let mut buffer = MemBuffer::new(llt::factor::cholesky_in_place_scratch::<f64>(dim, par, Default::default()));
     fill(a.as_mut());
@@ -184,7 +188,7 @@ pub fn cholesky_of(a: ArrayView2<'_, f64>, shift: f64, par: Par) -> Result<(Mat<
             dst[(j, j)] += shift;
         }
     };
-    let factorization = cholesky_with_retry(&mut l, fill, par)?;
+    let factorization = cholesky_with_retry(l.as_mut(), fill, par)?;
     Ok((l, factorization))
 }
 

@@ -62,6 +62,11 @@ impl Hessian {
                 matrix[[j, i]] = mean;
             }
         }
+        // Row-major from here on: the solvers gather rows of H (a column-major H made each of
+        // those reads a cache miss).
+        if !matrix.is_standard_layout() {
+            matrix = matrix.as_standard_layout().into_owned();
+        }
         let raw_diag: Vec<f64> = (0..n).map(|j| matrix[[j, j]]).collect();
         let dead: Vec<usize> = (0..n).filter(|&j| raw_diag[j] == 0.0).collect();
         for &j in &dead {
@@ -112,5 +117,22 @@ impl Hessian {
     /// The relative damping this Hessian was built with.
     pub fn percdamp(&self) -> f64 {
         self.percdamp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::ShapeBuilder;
+
+    #[test]
+    fn a_column_major_matrix_is_stored_row_major_with_the_same_values() {
+        let n = 5;
+        let value = |i: usize, j: usize| 1.0 / (1 + i + j) as f64 + if i == j { 1.0 } else { 0.0 };
+        let column_major = Array2::from_shape_fn((n, n).f(), |(i, j)| value(i, j));
+        assert!(!column_major.is_standard_layout());
+        let h = Hessian::new(column_major, 0.0).unwrap();
+        assert!(h.matrix().is_standard_layout());
+        assert_eq!(h.matrix(), Array2::from_shape_fn((n, n), |(i, j)| value(i, j)));
     }
 }

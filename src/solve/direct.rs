@@ -92,6 +92,21 @@ struct Group {
     dual: bool,
 }
 
+/// Per-thread scratch for the k×k blocks: reused from group to group, so a wide layer does not
+/// allocate (and page-fault in) a fresh block for every row.
+#[derive(Default)]
+struct Workspace {
+    factor: Vec<f64>,
+}
+
+/// The first `k·k` entries of `buffer` as a column-major k×k matrix (grown when needed).
+fn square<T: Copy + Default>(buffer: &mut Vec<T>, k: usize) -> faer::MatMut<'_, T> {
+    if buffer.len() < k * k {
+        buffer.resize(k * k, T::default());
+    }
+    faer::MatMut::from_column_major_slice_mut(&mut buffer[..k * k], k, k)
+}
+
 /// One group's answer: `rows.len()` rows of n values, and their status.
 struct GroupAnswer {
     values: Vec<f64>,
@@ -155,13 +170,13 @@ impl DirectSolver {
         let inner = if groups.len() < par.threads() { par.faer() } else { Par::Seq };
         let answers: Vec<GroupAnswer> = groups
             .par_iter()
-            .map(|g| match (g.dual, &inverse, &h_d0) {
+            .map_init(Workspace::default, |ws, g| match (g.dual, &inverse, &h_d0) {
                 _ if g.pruned.is_empty() => copy_rows(w, g),
                 _ if g.kept.is_empty() => {
                     GroupAnswer { values: vec![0.0; g.rows.len() * n], status: RowStatus::Solved }
                 }
-                (true, Some(inv), _) => solve_dual(w, inv, g, inner),
-                (false, _, Some(h_d0)) => solve_primal(w, h, h_d0.view(), g, inner),
+                (true, Some(inv), _) => solve_dual(w, inv, g, ws, inner),
+                (false, _, Some(h_d0)) => solve_primal(w, h, h_d0.view(), g, ws, inner),
                 _ => mask_only(w, g),
             })
             .collect();
@@ -258,10 +273,11 @@ fn solve_primal(
     h: ArrayView2<'_, f64>,
     h_d0: ArrayView2<'_, f64>,
     g: &Group,
+    ws: &mut Workspace,
     par: Par,
 ) -> GroupAnswer {
     let (n, k) = (w.ncols(), g.kept.len());
-    let mut l = Mat::<f64>::zeros(k, k);
+    let mut l = square(&mut ws.factor, k);
     let fill = |mut a: faer::MatMut<'_, f64>| {
         for (b, &jb) in g.kept.iter().enumerate() {
             let h_row = h.row(jb);
@@ -270,7 +286,7 @@ fn solve_primal(
             }
         }
     };
-    let Ok(factorization) = cholesky_with_retry(&mut l, fill, par) else {
+    let Ok(factorization) = cholesky_with_retry(l.as_mut(), fill, par) else {
         return mask_only(w, g);
     };
     let mut rhs = Mat::<f64>::from_fn(k, g.rows.len(), |a, c| -h_d0[[g.rows[c], g.kept[a]]]);
@@ -285,9 +301,9 @@ fn solve_primal(
 }
 
 /// `λ = G_PP⁻¹ w_P`, `ŵ = w − G_{:,P} λ`, pruned entries set to 0.
-fn solve_dual(w: ArrayView2<'_, f64>, inv: &Mat<f64>, g: &Group, par: Par) -> GroupAnswer {
+fn solve_dual(w: ArrayView2<'_, f64>, inv: &Mat<f64>, g: &Group, ws: &mut Workspace, par: Par) -> GroupAnswer {
     let (n, p, rows) = (w.ncols(), g.pruned.len(), g.rows.len());
-    let mut l = Mat::<f64>::zeros(p, p);
+    let mut l = square(&mut ws.factor, p);
     let fill = |mut a: faer::MatMut<'_, f64>| {
         for (b, &jb) in g.pruned.iter().enumerate() {
             for (a_idx, &ja) in g.pruned.iter().enumerate().skip(b) {
@@ -295,7 +311,7 @@ fn solve_dual(w: ArrayView2<'_, f64>, inv: &Mat<f64>, g: &Group, par: Par) -> Gr
             }
         }
     };
-    let Ok(factorization) = cholesky_with_retry(&mut l, fill, par) else {
+    let Ok(factorization) = cholesky_with_retry(l.as_mut(), fill, par) else {
         return mask_only(w, g);
     };
     let mut lambda = Mat::<f64>::from_fn(p, rows, |a, c| w[[g.rows[c], g.pruned[a]]]);

@@ -59,7 +59,7 @@ pub struct SolverOptions {
     pub form: DirectForm,
     /// Preconditioner of `pcg`.
     pub preconditioner: Preconditioner,
-    /// Precision of `pcg`'s products (`auto` always runs its PCG in mixed precision).
+    /// Precision of `pcg`'s products (`auto` always runs its PCG mixed).
     pub precision: Precision,
     /// `eps_abs = eps_rel` of `pdhg` (`None`: the paper's 1e-2).
     pub pdhg_tolerance: Option<f64>,
