@@ -1,33 +1,43 @@
-//! `auto`: the fastest way to the optimum at the caller's tolerance, chosen by a cost model.
+//! `auto`: the fastest way to the optimum at the caller's tolerance, chosen by a cost model and
+//! a measurement.
 //!
-//! Two candidates, in flops (both kernels run at similar GFLOP/s on the CPU, see
-//! docs/benchmarks.md):
+//! Two candidates, in units of one large-block f64 Cholesky flop (docs/solvers.md):
 //!
-//! * `direct`: `Σ_i min(k_i, p_i)³ / 3` — exact.
-//! * `pcg` with the `(H⁻¹)_SS` preconditioner: `n³` once for `H⁻¹`, then per iteration two GEMMs
-//!   of the active rows, `4 m n²`, for about `ITERATIONS_PER_DECADE · log10(1/tol) + ITERATIONS_BASE`
-//!   iterations (measured on LLM-like layers; docs/solvers.md).
+//! * `direct`: per row `c³/3 · (c + DIRECT_HALF_EFFICIENCY)/c` with `c = min(k, p)`: exact, and
+//!   slower per flop on small blocks.
+//! * mixed-precision `pcg` with the `(H⁻¹)_SS` preconditioner: `n³` once for `H⁻¹`, then per row
+//!   and iteration two f32 products, `4n² / MIXED_PCG_SPEEDUP`.
 //!
-//! When PCG is predicted cheaper it runs with an iteration cap at the break-even point; the rows
-//! it has not finished by then (there should be none) are solved by `direct`, so `auto` always
-//! meets the tolerance and never costs much more than the better of the two.
+//! How many iterations a row needs depends on the layer's Hessian more than on its shape (about
+//! 13 at 1e-6 on generated layers, 20–30 on SmolLM2's), so `auto` measures it: it runs PCG on a
+//! sample of [`PROBE_ROWS`] rows first, then sends the rest to whichever method the measured mean
+//! predicts cheaper. PCG runs under a cap near the break-even point; a row that reaches it is
+//! solved by `direct`, so `auto` always meets the tolerance.
 
 use std::time::Instant;
 
 use ndarray::{Array2, ArrayView2, Axis};
 
-use super::batched::{IterativeSettings, starting_point};
-use super::pcg::run_pcg;
-use super::{DirectSettings, DirectSolver, PcgSettings, Precision, Preconditioner, QpSolver, direct_flops, evaluate};
+use super::batched::{IterativeSettings, Outcome, starting_point};
+use super::pcg::PcgOperators;
+use super::{DirectSettings, DirectSolver, Preconditioner, QpSolver, evaluate};
 use crate::backend::Parallelism;
 use crate::error::Result;
 use crate::memory::{Bytes, MemoryEstimate};
 use crate::problem::{LayerProblem, Mask, RowStatus, Solution};
 
-/// PCG iterations per decade of tolerance with the inverse-Hessian preconditioner.
+/// PCG iterations per decade of tolerance with the inverse-Hessian preconditioner on generated
+/// LLM-like layers: the optimistic count that decides whether a probe is worth running.
 pub const ITERATIONS_PER_DECADE: f64 = 2.25;
 /// PCG iterations independent of the tolerance.
 pub const ITERATIONS_BASE: f64 = 0.0;
+/// Rows the probe solves by PCG before `auto` commits the rest (all rows of smaller layers).
+pub const PROBE_ROWS: usize = 32;
+/// Block size at which `direct`'s Cholesky runs at half its large-block rate (measured on the
+/// development machine: 48 GFLOP/s at 288, 71 at 768, 75 at 2048 on two cores).
+pub const DIRECT_HALF_EFFICIENCY: f64 = 200.0;
+/// Flop rate of mixed-precision PCG (f32 GEMMs) over `direct`'s large-block f64 Cholesky.
+pub const MIXED_PCG_SPEEDUP: f64 = 1.5;
 
 /// Settings of [`AutoSolver`].
 #[derive(Clone, Copy, Debug)]
@@ -46,12 +56,13 @@ impl Default for AutoSettings {
     }
 }
 
-/// The plan `auto` makes for a problem.
+/// The plan `auto` makes for a problem before measuring anything.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum AutoPlan {
     /// Solve every row exactly.
     Direct,
-    /// PCG up to `max_iterations`, the rest exactly.
+    /// PCG up to `max_iterations`, the rest exactly (with the cost model's plan: after a probe
+    /// that may still send the rest to `direct`).
     Pcg {
         /// The break-even iteration cap.
         max_iterations: usize,
@@ -64,21 +75,34 @@ pub struct AutoSolver {
     settings: AutoSettings,
 }
 
+/// `direct`'s cost of one row, in large-block Cholesky flops.
+fn direct_row_cost(mask: &Mask, row: usize) -> f64 {
+    let p = mask.pruned_in_row(row) as f64;
+    let c = (mask.cols() as f64 - p).min(p);
+    if c == 0.0 { 0.0 } else { c.powi(3) / 3.0 * (c + DIRECT_HALF_EFFICIENCY) / c }
+}
+
+/// PCG's cost of one row and iteration, in the same units.
+fn pcg_iteration_cost(n: usize) -> f64 {
+    4.0 * (n as f64).powi(2) / MIXED_PCG_SPEEDUP
+}
+
 impl AutoSolver {
     /// A solver with these settings.
     pub fn new(settings: AutoSettings) -> Self {
         Self { settings }
     }
 
-    /// What `auto` will do for a layer with this mask, at its tolerance.
+    /// What `auto` will do for a layer with this mask at its tolerance, before measuring:
+    /// `Direct` when even the optimistic iteration count would not pay for PCG.
     pub fn plan(&self, mask: &Mask) -> AutoPlan {
         if let Some(plan) = self.settings.plan_override {
             return plan;
         }
-        let (m, n) = (mask.rows() as f64, mask.cols() as f64);
-        let direct = direct_flops(mask);
-        let setup = n.powi(3);
-        let per_iteration = 4.0 * m * n * n;
+        let (m, n) = (mask.rows() as f64, mask.cols());
+        let direct: f64 = (0..mask.rows()).map(|i| direct_row_cost(mask, i)).sum();
+        let setup = (n as f64).powi(3);
+        let per_iteration = m * pcg_iteration_cost(n);
         let predicted = ITERATIONS_PER_DECADE * (1.0 / self.settings.tolerance).log10().max(0.0) + ITERATIONS_BASE;
         if setup + predicted * per_iteration >= direct {
             return AutoPlan::Direct;
@@ -93,13 +117,17 @@ impl QpSolver for AutoSolver {
         "auto"
     }
 
-    /// The larger of `direct`'s and inverse-preconditioned `pcg`'s, either of which it may run.
+    /// The larger of `direct`'s and mixed-precision `pcg`'s, either of which it may run.
     fn memory_estimate(&self, cols: usize) -> MemoryEstimate {
         let threads = self.settings.parallelism.threads();
-        MemoryEstimate { fixed: Bytes::f64s(cols * cols) * (1 + threads), per_row: Bytes::f64s(12 * cols) }
+        let square = cols * cols;
+        MemoryEstimate {
+            fixed: Bytes::f64s(square * (1 + threads)) + Bytes::f32s(2 * square),
+            per_row: Bytes::f64s(12 * cols),
+        }
     }
 
-    #[allow(clippy::indexing_slicing)] // row indices come from 0..m and from the sub-problem built over them.
+    #[allow(clippy::indexing_slicing)] // row indices come from 0..m.
     fn solve(&self, problem: &LayerProblem, warm_start: Option<ArrayView2<'_, f64>>) -> Result<Solution> {
         let par = self.settings.parallelism;
         let direct = DirectSolver::new(DirectSettings::default().parallelism(par));
@@ -109,25 +137,43 @@ impl QpSolver for AutoSolver {
             return Ok(solution);
         };
         let start = Instant::now();
-        let pcg = PcgSettings {
-            iterative: IterativeSettings { tolerance: self.settings.tolerance, max_iterations, parallelism: par },
-            preconditioner: Preconditioner::InverseHessian,
-            precision: Precision::Mixed,
-        };
-        let rows: Vec<usize> = (0..problem.rows()).collect();
+        let m = problem.rows();
         let x0 = starting_point(problem, warm_start)?;
-        let mut outcome = par.install(|| run_pcg(problem, &rows, x0, &pcg))??;
-        let left: Vec<usize> =
-            rows.iter().copied().filter(|&i| outcome.status[i] != RowStatus::ReachedTolerance).collect();
-        if !left.is_empty() {
-            let (w, h, mask) = (problem.weight().select(Axis(0), &left), problem.hessian().clone(), problem.mask());
-            let sub_mask = Mask::from_fn(left.len(), problem.cols(), |r, j| mask.is_pruned(left[r], j));
-            let sub = direct.solve(&LayerProblem::new(w, h, sub_mask)?, None)?;
-            for (r, &i) in left.iter().enumerate() {
-                outcome.weight.row_mut(i).assign(&sub.weight.row(r));
-                outcome.status[i] = sub.report.rows[r].status;
-                outcome.iterations[i] += 1;
+        let pcg = par.install(|| PcgOperators::<f32>::new(problem, Preconditioner::InverseHessian, par))??;
+        let capped = |cap: usize| IterativeSettings {
+            tolerance: self.settings.tolerance,
+            max_iterations: cap,
+            parallelism: par,
+        };
+        let mut outcome = Outcome::new(problem);
+        let (probe, rest) = if self.settings.plan_override.is_some() || m <= 2 * PROBE_ROWS {
+            ((0..m).collect::<Vec<_>>(), Vec::new())
+        } else {
+            let probe: Vec<usize> = (0..PROBE_ROWS).map(|s| s * m / PROBE_ROWS).collect();
+            let rest = (0..m).filter(|i| !probe.contains(i)).collect();
+            (probe, rest)
+        };
+        let measured = par.install(|| pcg.run(&probe, &x0, &capped(max_iterations)))??;
+        outcome.absorb(&measured, &probe);
+        let mut exact: Vec<usize> =
+            probe.iter().copied().filter(|&i| outcome.status[i] != RowStatus::ReachedTolerance).collect();
+        if !rest.is_empty() {
+            let (mean, most) = iteration_stats(&outcome, &probe);
+            let mask = problem.mask();
+            let direct_rest: f64 = rest.iter().map(|&i| direct_row_cost(mask, i)).sum();
+            let pcg_rest = rest.len() as f64 * mean * pcg_iteration_cost(problem.cols());
+            if pcg_rest < direct_rest {
+                let cap = max_iterations.max((1.25 * most as f64).ceil() as usize);
+                let solved = par.install(|| pcg.run(&rest, &x0, &capped(cap)))??;
+                outcome.absorb(&solved, &rest);
+                exact.extend(rest.iter().copied().filter(|&i| outcome.status[i] != RowStatus::ReachedTolerance));
+            } else {
+                exact.extend(rest);
             }
+        }
+        exact.sort_unstable();
+        if !exact.is_empty() {
+            par.install(|| solve_exactly(problem, &exact, &direct, &mut outcome))??;
         }
         let seconds = start.elapsed().as_secs_f64();
         let weight: Array2<f64> = outcome.weight;
@@ -136,4 +182,29 @@ impl QpSolver for AutoSolver {
         })?;
         Ok(Solution { weight, report })
     }
+}
+
+/// Mean and largest PCG iterations of `rows`, counting a row that did not converge at its cap
+/// as twice the cap (it will cost a `direct` solve on top).
+#[allow(clippy::indexing_slicing)] // row indices come from 0..m.
+fn iteration_stats(outcome: &Outcome, rows: &[usize]) -> (f64, usize) {
+    let cost = |i: usize| match outcome.status[i] {
+        RowStatus::ReachedTolerance => outcome.iterations[i],
+        _ => 2 * outcome.iterations[i],
+    };
+    let total: usize = rows.iter().map(|&i| cost(i)).sum();
+    let most = rows.iter().map(|&i| outcome.iterations[i]).max().unwrap_or(0);
+    (total as f64 / rows.len().max(1) as f64, most)
+}
+
+/// Solves `rows` with `direct` and records them in `outcome` (one more iteration each).
+#[allow(clippy::indexing_slicing)] // row indices come from 0..m and from the sub-problem built over them.
+fn solve_exactly(problem: &LayerProblem, rows: &[usize], direct: &DirectSolver, outcome: &mut Outcome) -> Result<()> {
+    let (w, h, mask) = (problem.weight().select(Axis(0), rows), problem.hessian().clone(), problem.mask());
+    let sub_mask = Mask::from_fn(rows.len(), problem.cols(), |r, j| mask.is_pruned(rows[r], j));
+    let (weight, status) = direct.solve_rows(&LayerProblem::new(w, h, sub_mask)?)?;
+    for (r, &i) in rows.iter().enumerate() {
+        outcome.finish(i, weight.row(r), outcome.iterations[i] + 1, status[r]);
+    }
+    Ok(())
 }

@@ -139,7 +139,8 @@ impl QpSolver for DirectSolver {
 }
 
 impl DirectSolver {
-    fn solve_rows(&self, problem: &LayerProblem) -> Result<(Array2<f64>, Vec<RowStatus>)> {
+    /// Every row's weights and status, without the report.
+    pub(crate) fn solve_rows(&self, problem: &LayerProblem) -> Result<(Array2<f64>, Vec<RowStatus>)> {
         let par = self.settings.parallelism;
         let (m, n) = (problem.rows(), problem.cols());
         let h = problem.hessian().matrix();

@@ -17,6 +17,7 @@ use rayon::prelude::*;
 
 use super::QpSolver;
 use super::batched::{IterativeSettings, Outcome, TINY, solve_batched};
+use crate::backend::Parallelism;
 use crate::backend::cpu::{cholesky_inverse, cholesky_of};
 use crate::error::{OptimaError, Result};
 use crate::memory::{Bytes, MemoryEstimate};
@@ -463,83 +464,95 @@ pub(crate) fn run_pcg(
     x: Array2<f64>,
     settings: &PcgSettings,
 ) -> Result<Outcome> {
+    let (kind, s) = (settings.preconditioner, &settings.iterative);
     match settings.precision {
-        Precision::Double => run_pcg_in::<f64>(problem, rows, &x, settings),
-        Precision::Mixed => run_pcg_in::<f32>(problem, rows, &x, settings),
+        Precision::Double => PcgOperators::<f64>::new(problem, kind, s.parallelism)?.run(rows, &x, s),
+        Precision::Mixed => PcgOperators::<f32>::new(problem, kind, s.parallelism)?.run(rows, &x, s),
     }
 }
 
-fn run_pcg_in<T: ProductScalar>(
-    problem: &LayerProblem,
-    rows: &[usize],
-    x0: &Array2<f64>,
-    settings: &PcgSettings,
-) -> Result<Outcome> {
-    let s = settings.iterative;
-    let par = s.parallelism.faer();
-    let h = problem.hessian().matrix();
-    let h64 = h.into_faer();
-    let h_low = T::operator(h);
-    let precond = Apply::<T>::build(settings.preconditioner, h, par)?;
-    let mut outcome = Outcome::new(problem);
-    let mut batch = Batch::<T>::new(problem, rows, x0);
-    batch.set_scales(problem, h64, par);
-    // Every row starts as a candidate: its f64 residual either finishes it or starts its CG.
-    let mut candidates: Vec<usize> = (0..batch.len()).collect();
-    let n = batch.n;
-    loop {
-        if !candidates.is_empty() {
-            let true_r = batch.true_residuals(problem, &candidates, h64, par);
-            let mut finished = vec![false; batch.len()];
-            let mut restarted = Vec::new();
-            for (c, &i) in candidates.iter().enumerate() {
-                let residual = &true_r[c * n..(c + 1) * n];
-                let relative = residual.iter().fold(0.0f64, |m, v| m.max(v.abs())) / batch.states[i].scale;
-                let state = batch.states[i];
-                if !relative.is_finite() {
-                    return Err(OptimaError::Numerical(format!(
-                        "PCG residual of row {} became non-finite after {} iterations",
-                        state.global, state.iterations
-                    )));
-                }
-                let converged = relative <= s.tolerance;
-                if converged || state.iterations >= s.max_iterations {
-                    let x = ArrayView1::from(&batch.x[i * n..(i + 1) * n]);
-                    let status = if converged { RowStatus::ReachedTolerance } else { RowStatus::MaxIterations };
-                    outcome.finish(state.global, x, state.iterations, status);
-                    finished[i] = true;
-                } else {
-                    for (r, v) in batch.r[i * n..(i + 1) * n].iter_mut().zip(residual) {
-                        *r = T::narrow(*v);
-                    }
-                    restarted.push(i);
-                }
-            }
-            if !restarted.is_empty() {
-                batch.directions(Some(&restarted), &precond, true, par);
-            }
-            let keep: Vec<usize> = (0..batch.len()).filter(|&i| !finished[i]).collect();
-            if keep.len() < batch.len() {
-                batch.retain(&keep);
-            }
-        }
-        if batch.len() == 0 {
-            break;
-        }
-        batch.step(h_low.view(), par);
-        batch.directions(None, &precond, false, par);
-        if let Some(state) = batch.states.iter().find(|state| state.broken) {
-            return Err(OptimaError::Numerical(format!(
-                "PCG step of row {} became non-finite at iteration {}",
-                state.global, state.iterations
-            )));
-        }
-        candidates = (0..batch.len())
-            .filter(|&i| {
-                let state = &batch.states[i];
-                state.stalled || state.residual / state.scale <= s.tolerance || state.iterations >= s.max_iterations
-            })
-            .collect();
+/// PCG's operators for one problem, in the products' precision `T`: built once (the inverse
+/// preconditioner costs `n³`), then run on any set of rows.
+pub(crate) struct PcgOperators<'a, T: 'static> {
+    problem: &'a LayerProblem,
+    h_low: Operator<'a, T>,
+    precond: Apply<T>,
+}
+
+impl<'a, T: ProductScalar> PcgOperators<'a, T> {
+    /// `H` in `T` and the shared preconditioner.
+    pub(crate) fn new(problem: &'a LayerProblem, preconditioner: Preconditioner, par: Parallelism) -> Result<Self> {
+        let h = problem.hessian().matrix();
+        Ok(Self { problem, h_low: T::operator(h), precond: Apply::<T>::build(preconditioner, h, par.faer())? })
     }
-    Ok(outcome)
+
+    /// Runs PCG on `rows` (global indices) from `x0` (every row's starting weights, masked), up
+    /// to the cap of `s`; the outcome holds those rows.
+    pub(crate) fn run(&self, rows: &[usize], x0: &Array2<f64>, s: &IterativeSettings) -> Result<Outcome> {
+        let (problem, precond) = (self.problem, &self.precond);
+        let par = s.parallelism.faer();
+        let h64 = problem.hessian().matrix().into_faer();
+        let h_low = &self.h_low;
+        let mut outcome = Outcome::new(problem);
+        let mut batch = Batch::<T>::new(problem, rows, x0);
+        batch.set_scales(problem, h64, par);
+        // Every row starts as a candidate: its f64 residual either finishes it or starts its CG.
+        let mut candidates: Vec<usize> = (0..batch.len()).collect();
+        let n = batch.n;
+        loop {
+            if !candidates.is_empty() {
+                let true_r = batch.true_residuals(problem, &candidates, h64, par);
+                let mut finished = vec![false; batch.len()];
+                let mut restarted = Vec::new();
+                for (c, &i) in candidates.iter().enumerate() {
+                    let residual = &true_r[c * n..(c + 1) * n];
+                    let relative = residual.iter().fold(0.0f64, |m, v| m.max(v.abs())) / batch.states[i].scale;
+                    let state = batch.states[i];
+                    if !relative.is_finite() {
+                        return Err(OptimaError::Numerical(format!(
+                            "PCG residual of row {} became non-finite after {} iterations",
+                            state.global, state.iterations
+                        )));
+                    }
+                    let converged = relative <= s.tolerance;
+                    if converged || state.iterations >= s.max_iterations {
+                        let x = ArrayView1::from(&batch.x[i * n..(i + 1) * n]);
+                        let status = if converged { RowStatus::ReachedTolerance } else { RowStatus::MaxIterations };
+                        outcome.finish(state.global, x, state.iterations, status);
+                        finished[i] = true;
+                    } else {
+                        for (r, v) in batch.r[i * n..(i + 1) * n].iter_mut().zip(residual) {
+                            *r = T::narrow(*v);
+                        }
+                        restarted.push(i);
+                    }
+                }
+                if !restarted.is_empty() {
+                    batch.directions(Some(&restarted), precond, true, par);
+                }
+                let keep: Vec<usize> = (0..batch.len()).filter(|&i| !finished[i]).collect();
+                if keep.len() < batch.len() {
+                    batch.retain(&keep);
+                }
+            }
+            if batch.len() == 0 {
+                break;
+            }
+            batch.step(h_low.view(), par);
+            batch.directions(None, precond, false, par);
+            if let Some(state) = batch.states.iter().find(|state| state.broken) {
+                return Err(OptimaError::Numerical(format!(
+                    "PCG step of row {} became non-finite at iteration {}",
+                    state.global, state.iterations
+                )));
+            }
+            candidates = (0..batch.len())
+                .filter(|&i| {
+                    let state = &batch.states[i];
+                    state.stalled || state.residual / state.scale <= s.tolerance || state.iterations >= s.max_iterations
+                })
+                .collect();
+        }
+        Ok(outcome)
+    }
 }
