@@ -366,19 +366,19 @@ impl<T: ProductScalar> Batch<T> {
             .zip(self.p.par_chunks(n).zip(self.kept.par_chunks(n)).zip(self.out.par_chunks(n)))
             .zip(self.states.par_iter_mut())
             .for_each(|(((x, r), ((p, kept), q)), state)| {
-                let pq: f64 = (0..n).map(|j| p[j].widen() * q[j].widen() * kept[j].widen()).sum();
+                let pq = lane_sum(p.iter().zip(q).zip(kept).map(|((p, q), k)| p.widen() * q.widen() * k.widen()));
                 state.broken |= !(pq.is_finite() && state.rz.is_finite());
                 let descends = pq > 0.0;
                 state.stalled = !descends;
                 let alpha = if descends { state.rz / pq } else { 0.0 };
-                let mut residual = 0.0f64;
-                for j in 0..n {
-                    x[j] += alpha * p[j].widen();
-                    let rj = r[j].widen() - alpha * q[j].widen() * kept[j].widen();
-                    r[j] = T::narrow(rj);
-                    residual = residual.max(rj.abs());
-                }
-                state.residual = residual;
+                let updated =
+                    x.iter_mut().zip(r.iter_mut()).zip(p.iter().zip(q).zip(kept)).map(|((x, r), ((p, q), k))| {
+                        *x += alpha * p.widen();
+                        let rj = r.widen() - alpha * q.widen() * k.widen();
+                        *r = T::narrow(rj);
+                        rj.abs()
+                    });
+                state.residual = lane_max(updated);
                 state.iterations += 1;
             });
     }
@@ -415,18 +415,36 @@ impl<T: ProductScalar> Batch<T> {
             .zip(slot.par_iter())
             .for_each(|(((p, (r, kept)), state), slot)| {
                 let Some(c) = *slot else { return };
-                let z = |j: usize| match precond {
-                    Apply::Dense(_) => products[c * n + j].widen() * kept[j].widen(),
-                    Apply::Diagonal(d) => r[j].widen() * d[j],
-                    Apply::Identity => r[j].widen(),
-                };
-                let rz: f64 = (0..n).map(|j| r[j].widen() * z(j)).sum();
-                state.broken |= !rz.is_finite();
                 let continues = !restart && state.rz > 0.0;
-                let beta = if continues { rz / state.rz } else { 0.0 };
-                for (j, pj) in p.iter_mut().enumerate() {
-                    *pj = T::narrow(z(j) + beta * pj.widen());
-                }
+                let rz = match precond {
+                    Apply::Dense(_) => {
+                        let z = &products[c * n..(c + 1) * n];
+                        let rz =
+                            lane_sum(r.iter().zip(z).zip(kept).map(|((r, z), k)| r.widen() * z.widen() * k.widen()));
+                        let beta = if continues { rz / state.rz } else { 0.0 };
+                        for ((p, z), k) in p.iter_mut().zip(z).zip(kept) {
+                            *p = T::narrow(z.widen() * k.widen() + beta * p.widen());
+                        }
+                        rz
+                    }
+                    Apply::Diagonal(d) => {
+                        let rz = lane_sum(r.iter().zip(d).map(|(r, d)| r.widen() * r.widen() * d));
+                        let beta = if continues { rz / state.rz } else { 0.0 };
+                        for ((p, r), d) in p.iter_mut().zip(r).zip(d) {
+                            *p = T::narrow(r.widen() * d + beta * p.widen());
+                        }
+                        rz
+                    }
+                    Apply::Identity => {
+                        let rz = lane_sum(r.iter().map(|r| r.widen() * r.widen()));
+                        let beta = if continues { rz / state.rz } else { 0.0 };
+                        for (p, r) in p.iter_mut().zip(r) {
+                            *p = T::narrow(r.widen() + beta * p.widen());
+                        }
+                        rz
+                    }
+                };
+                state.broken |= !rz.is_finite();
                 state.rz = rz;
                 if restart {
                     state.stalled = false;
@@ -444,6 +462,29 @@ impl<T: ProductScalar> Batch<T> {
         compact(&mut self.states, 1, keep);
         self.out.truncate(keep.len() * n);
     }
+}
+
+/// Lanes of the reductions below: independent partial results the compiler can keep in one
+/// vector register (an in-order sum or max cannot be vectorized).
+const LANES: usize = 8;
+
+/// `Σ values` over [`LANES`] partial sums.
+fn lane_sum(values: impl Iterator<Item = f64>) -> f64 {
+    let mut lanes = [0.0f64; LANES];
+    for (i, v) in values.enumerate() {
+        lanes[i % LANES] += v;
+    }
+    lanes.iter().sum()
+}
+
+/// `max values` (of non-negative values; NaN propagates) over [`LANES`] partial maxima.
+fn lane_max(values: impl Iterator<Item = f64>) -> f64 {
+    let mut lanes = [0.0f64; LANES];
+    for (i, v) in values.enumerate() {
+        let lane = &mut lanes[i % LANES];
+        *lane = if v > *lane || v.is_nan() { v } else { *lane };
+    }
+    lanes.iter().fold(0.0f64, |m, &v| if v > m || v.is_nan() { v } else { m })
 }
 
 /// Moves the `width`-long rows `keep` (ascending) of `buffer` to its front and truncates it.
