@@ -10,6 +10,8 @@
 #![allow(clippy::indexing_slicing)] // Dense kernels: every index runs over the dimensions LayerProblem::new validated (m rows, n
 // inputs) or over the live batch built from them.
 
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::cholesky::llt;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 use faer_ext::IntoFaer;
 use ndarray::{Array2, ArrayView1, ArrayView2};
@@ -148,8 +150,14 @@ pub(crate) trait ProductScalar: faer::traits::ComplexField + Copy + Send + Sync 
     fn widen(self) -> f64;
     /// A symmetric operator in this precision: borrowed when it already is.
     fn operator(matrix: ArrayView2<'_, f64>) -> Operator<'_, Self>;
-    /// An owned f64 matrix in this precision.
-    fn owned(matrix: Mat<f64>) -> Operator<'static, Self>;
+    /// `H⁻¹` of the symmetric positive definite `h`, in this precision.
+    fn inverse(h: ArrayView2<'_, f64>, par: Par) -> Result<Operator<'static, Self>>;
+}
+
+/// `H⁻¹` in f64: Cholesky (with bounded regularization retries) and the inverse of the factor.
+fn inverse_f64(h: ArrayView2<'_, f64>, par: Par) -> Result<Mat<f64>> {
+    let (l, _) = cholesky_of(h, 0.0, par)?;
+    Ok(cholesky_inverse(l.as_ref(), par))
 }
 
 impl ProductScalar for f64 {
@@ -162,8 +170,8 @@ impl ProductScalar for f64 {
     fn operator(matrix: ArrayView2<'_, f64>) -> Operator<'_, Self> {
         Operator::Borrowed(matrix.into_faer())
     }
-    fn owned(matrix: Mat<f64>) -> Operator<'static, Self> {
-        Operator::Owned(matrix)
+    fn inverse(h: ArrayView2<'_, f64>, par: Par) -> Result<Operator<'static, Self>> {
+        Ok(Operator::Owned(inverse_f64(h, par)?))
     }
 }
 
@@ -174,11 +182,40 @@ impl ProductScalar for f32 {
     fn widen(self) -> f64 {
         f64::from(self)
     }
+    /// Reads `matrix[[j, i]]` for entry (i, j) of the column-major copy: the same value for a
+    /// symmetric matrix, and contiguous reads of the row-major original.
     fn operator(matrix: ArrayView2<'_, f64>) -> Operator<'_, Self> {
-        Operator::Owned(Mat::from_fn(matrix.nrows(), matrix.ncols(), |i, j| matrix[[i, j]] as f32))
+        Operator::Owned(Mat::from_fn(matrix.nrows(), matrix.ncols(), |i, j| matrix[[j, i]] as f32))
     }
-    fn owned(matrix: Mat<f64>) -> Operator<'static, Self> {
-        Operator::Owned(Mat::from_fn(matrix.nrows(), matrix.ncols(), |i, j| matrix[(i, j)] as f32))
+    /// Factored and inverted in f32 (it only preconditions, and twice as fast as f64); in f64 and
+    /// rounded when `H` is too ill-conditioned for an f32 Cholesky.
+    fn inverse(h: ArrayView2<'_, f64>, par: Par) -> Result<Operator<'static, Self>> {
+        let n = h.nrows();
+        let mut l = Mat::<f32>::from_fn(n, n, |i, j| if i >= j { h[[j, i]] as f32 } else { 0.0 });
+        let scratch = llt::factor::cholesky_in_place_scratch::<f32>(n, par, Default::default())
+            .or(llt::inverse::inverse_scratch::<f32>(n, par));
+        let mut buffer = MemBuffer::new(scratch);
+        let factored = llt::factor::cholesky_in_place(
+            l.as_mut(),
+            Default::default(),
+            par,
+            MemStack::new(&mut buffer),
+            Default::default(),
+        );
+        if factored.is_ok() {
+            let mut inverse = Mat::<f32>::zeros(n, n);
+            llt::inverse::inverse(inverse.as_mut(), l.as_ref(), par, MemStack::new(&mut buffer));
+            for j in 0..n {
+                for i in 0..j {
+                    inverse[(i, j)] = inverse[(j, i)];
+                }
+            }
+            if (0..n).all(|j| inverse.col(j).iter().all(|v| v.is_finite())) {
+                return Ok(Operator::Owned(inverse));
+            }
+        }
+        let g = inverse_f64(h, par)?;
+        Ok(Operator::Owned(Mat::from_fn(n, n, |i, j| g[(i, j)] as f32)))
     }
 }
 
@@ -224,10 +261,7 @@ impl<T: ProductScalar> Apply<T> {
         Ok(match kind {
             Preconditioner::Identity => Self::Identity,
             Preconditioner::Jacobi => Self::Diagonal(h.diag().iter().map(|d| 1.0 / d).collect()),
-            Preconditioner::InverseHessian => {
-                let (l, _) = cholesky_of(h, 0.0, par)?;
-                Self::Dense(T::owned(cholesky_inverse(l.as_ref(), par)))
-            }
+            Preconditioner::InverseHessian => Self::Dense(T::inverse(h, par)?),
         })
     }
 }
