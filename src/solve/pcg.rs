@@ -372,6 +372,32 @@ impl<T: ProductScalar> Batch<T> {
         );
     }
 
+    /// Starts every row: residual `−(H(x − w))_S` in the products' precision (the f64 checks
+    /// confirm or correct it later), first direction, and the recurrence residual norm.
+    fn start(&mut self, problem: &LayerProblem, h: MatRef<'_, T>, precond: &Apply<T>, par: Par) {
+        let n = self.n;
+        let weight = problem.weight();
+        let mut d = vec![T::narrow(0.0); self.len() * n];
+        d.par_chunks_mut(n).zip(self.x.par_chunks(n)).zip(self.states.par_iter()).for_each(|((d, x), state)| {
+            for ((d, x), w) in d.iter_mut().zip(x).zip(weight.row(state.global)) {
+                *d = T::narrow(x - w);
+            }
+        });
+        product(&d, self.len(), h, &mut self.out, par);
+        self.r
+            .par_chunks_mut(n)
+            .zip(self.out.par_chunks(n).zip(self.kept.par_chunks(n)))
+            .zip(self.states.par_iter_mut())
+            .for_each(|((r, (q, kept)), state)| {
+                state.residual = lane_max(r.iter_mut().zip(q).zip(kept).map(|((r, q), k)| {
+                    let v = -q.widen() * k.widen();
+                    *r = T::narrow(v);
+                    v.abs()
+                }));
+            });
+        self.directions(None, precond, true, par);
+    }
+
     /// True residuals `−(H(x − w))_S` of the local rows `rows`, in f64, row-major.
     fn true_residuals(&self, problem: &LayerProblem, rows: &[usize], h: MatRef<'_, f64>, par: Par) -> Vec<f64> {
         let n = self.n;
@@ -571,8 +597,11 @@ impl<'a, T: ProductScalar> PcgOperators<'a, T> {
         let mut outcome = Outcome::new(problem);
         let mut batch = Batch::<T>::new(problem, rows, x0);
         batch.set_scales(problem, h64, par);
-        // Every row starts as a candidate: its f64 residual either finishes it or starts its CG.
-        let mut candidates: Vec<usize> = (0..batch.len()).collect();
+        batch.start(problem, h_low.view(), precond, par);
+        // Rows already at the tolerance (nothing pruned, an exact warm start) finish once the
+        // f64 check confirms it.
+        let mut candidates: Vec<usize> =
+            (0..batch.len()).filter(|&i| batch.states[i].residual / batch.states[i].scale <= s.tolerance).collect();
         let n = batch.n;
         loop {
             if !candidates.is_empty() {
