@@ -56,6 +56,10 @@ pub struct BenchArgs {
     /// Bench only the first R rows of each layer (for shapes where direct on all rows is too slow).
     #[arg(long)]
     rows: Option<usize>,
+    /// Run every solver this many times, in rounds, and report its fastest run (shared machines
+    /// are noisy).
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     /// Threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -129,7 +133,8 @@ pub fn run(args: BenchArgs) -> optima::Result<()> {
                 problem.rows(),
                 if problem.rows() < m { format!(" (of {m})") } else { String::new() }
             );
-            rows.extend(bench_problem_on(args.device, &shape, &pattern.to_string(), &problem, &solvers, &options)?);
+            let pattern = pattern.to_string();
+            rows.extend(bench_problem_on(args.device, &shape, &pattern, &problem, &solvers, &options, args.repeat)?);
             progress.inc(1);
         }
     }
@@ -146,7 +151,7 @@ pub fn run(args: BenchArgs) -> optima::Result<()> {
         };
         let problem = first_rows(LayerProblem::new(file.weight, hessian, mask)?, args.rows)?;
         let shape = format!("{}x{}", problem.rows(), problem.cols());
-        rows.extend(bench_problem_on(args.device, &shape, &label, &problem, &solvers, &options)?);
+        rows.extend(bench_problem_on(args.device, &shape, &label, &problem, &solvers, &options, args.repeat)?);
         progress.inc(1);
     }
     progress.finish_and_clear();
