@@ -107,7 +107,6 @@ impl Outcome {
     }
 
     /// Records local row `local` of `x` as global row `global`.
-    #[allow(clippy::indexing_slicing)] // row indices come from 0..m and from the live batch.
     pub(crate) fn finish_row(
         &mut self,
         global: usize,
@@ -116,9 +115,7 @@ impl Outcome {
         iterations: usize,
         status: RowStatus,
     ) {
-        self.weight.row_mut(global).assign(&x.row(local));
-        self.iterations[global] = iterations;
-        self.status[global] = status;
+        self.finish(global, x.row(local), iterations, status);
     }
 
     /// Takes over rows `rows` from `other` (an outcome of the same problem).

@@ -100,9 +100,9 @@ struct Workspace {
 }
 
 /// The first `k·k` entries of `buffer` as a column-major k×k matrix (grown when needed).
-fn square<T: Copy + Default>(buffer: &mut Vec<T>, k: usize) -> faer::MatMut<'_, T> {
+fn square(buffer: &mut Vec<f64>, k: usize) -> faer::MatMut<'_, f64> {
     if buffer.len() < k * k {
-        buffer.resize(k * k, T::default());
+        buffer.resize(k * k, 0.0);
     }
     faer::MatMut::from_column_major_slice_mut(&mut buffer[..k * k], k, k)
 }
