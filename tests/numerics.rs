@@ -259,3 +259,21 @@ fn random_degenerate_layers_never_yield_nan() {
         }
     }
 }
+
+#[test]
+fn a_hessian_beyond_f32_range_sends_auto_to_direct() {
+    use optima::solve::{AutoPlan, AutoSettings, AutoSolver};
+    // Entries near 1e40 do not fit f32: the mixed-precision PCG cannot run, `direct` can.
+    let h = hessian_from_tokens(64, 24, &[], 0.01, 3).matrix().mapv(|v| v * 1e40);
+    let problem =
+        LayerProblem::new(random_weight(6, 24, 2), Hessian::new(h, 0.0).unwrap(), common::random_mask(6, 24, 0.5, 4))
+            .unwrap();
+    let plan_override = Some(AutoPlan::Pcg { max_iterations: 100 });
+    let solution = AutoSolver::new(AutoSettings { tolerance: 1e-9, plan_override, ..Default::default() })
+        .solve(&problem, None)
+        .unwrap();
+    assert_sane("auto", &problem, &solution);
+    assert_eq!(solution.report.failed_rows, 0);
+    assert!(solution.report.kkt_residual <= 1e-9, "{}", solution.report.kkt_residual);
+    assert_optimal_or_reported("auto", &problem, &solution, total_objective(&problem, &oracle(&problem)));
+}

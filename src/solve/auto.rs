@@ -22,7 +22,7 @@ use super::batched::{IterativeSettings, Outcome, starting_point};
 use super::pcg::PcgOperators;
 use super::{DirectSettings, DirectSolver, Preconditioner, QpSolver, evaluate};
 use crate::backend::Parallelism;
-use crate::error::Result;
+use crate::error::{OptimaError, Result};
 use crate::memory::{Bytes, MemoryEstimate};
 use crate::problem::{LayerProblem, Mask, RowStatus, Solution};
 
@@ -127,7 +127,6 @@ impl QpSolver for AutoSolver {
         }
     }
 
-    #[allow(clippy::indexing_slicing)] // row indices come from 0..m.
     fn solve(&self, problem: &LayerProblem, warm_start: Option<ArrayView2<'_, f64>>) -> Result<Solution> {
         let par = self.settings.parallelism;
         let direct = DirectSolver::new(DirectSettings::default().parallelism(par));
@@ -137,6 +136,37 @@ impl QpSolver for AutoSolver {
             return Ok(solution);
         };
         let start = Instant::now();
+        let outcome = match self.solve_by_probe(problem, warm_start, max_iterations, &direct) {
+            Ok(outcome) => outcome,
+            // The f32 products overflowed or broke down (an H outside f32's range): exact in f64.
+            Err(OptimaError::Numerical(_)) => {
+                let mut outcome = Outcome::new(problem);
+                let all: Vec<usize> = (0..problem.rows()).collect();
+                par.install(|| solve_exactly(problem, &all, &direct, &mut outcome))??;
+                outcome
+            }
+            Err(e) => return Err(e),
+        };
+        let seconds = start.elapsed().as_secs_f64();
+        let weight: Array2<f64> = outcome.weight;
+        let report = par.install(|| {
+            evaluate(self.name(), problem, weight.view(), &outcome.iterations, &outcome.status, seconds, par)
+        })?;
+        Ok(Solution { weight, report })
+    }
+}
+
+impl AutoSolver {
+    /// The probe, then PCG or `direct` for the rest, `direct` for rows left at a cap.
+    #[allow(clippy::indexing_slicing)] // row indices come from 0..m.
+    fn solve_by_probe(
+        &self,
+        problem: &LayerProblem,
+        warm_start: Option<ArrayView2<'_, f64>>,
+        max_iterations: usize,
+        direct: &DirectSolver,
+    ) -> Result<Outcome> {
+        let par = self.settings.parallelism;
         let m = problem.rows();
         let x0 = starting_point(problem, warm_start)?;
         let pcg = par.install(|| PcgOperators::<f32>::new(problem, Preconditioner::InverseHessian, par))??;
@@ -173,14 +203,9 @@ impl QpSolver for AutoSolver {
         }
         exact.sort_unstable();
         if !exact.is_empty() {
-            par.install(|| solve_exactly(problem, &exact, &direct, &mut outcome))??;
+            par.install(|| solve_exactly(problem, &exact, direct, &mut outcome))??;
         }
-        let seconds = start.elapsed().as_secs_f64();
-        let weight: Array2<f64> = outcome.weight;
-        let report = par.install(|| {
-            evaluate(self.name(), problem, weight.view(), &outcome.iterations, &outcome.status, seconds, par)
-        })?;
-        Ok(Solution { weight, report })
+        Ok(outcome)
     }
 }
 
