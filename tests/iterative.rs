@@ -5,7 +5,9 @@ mod common;
 use common::{llm_like, random_mask};
 use optima::RowStatus;
 use optima::prelude::*;
-use optima::solve::{IterativeSettings, PcgSettings, PcgSolver, Precision, Preconditioner};
+use optima::solve::{
+    DualPcgSettings, DualPcgSolver, IterativeSettings, PcgSettings, PcgSolver, Precision, Preconditioner,
+};
 
 fn problem(m: usize, n: usize, p: f64, seed: u64) -> LayerProblem {
     let (w, h) = llm_like(m, n, seed);
@@ -42,6 +44,69 @@ fn pcg_reaches_the_exact_optimum_with_every_preconditioner() {
             assert!(diff < 1e-6, "{pc:?}: max weight difference {diff}");
         }
     }
+}
+
+fn dual_pcg(tol: f64, cap: usize, precision: Precision) -> DualPcgSolver {
+    DualPcgSolver::new(DualPcgSettings { iterative: IterativeSettings::new(tol, cap), precision })
+}
+
+#[test]
+fn dual_pcg_reaches_the_exact_optimum_in_both_precisions() {
+    for (seed, sparsity) in [(1, 0.5), (2, 0.3), (3, 0.8), (5, 0.02)] {
+        let problem = problem(20, 48, sparsity, seed);
+        let exact = DirectSolver::default().solve(&problem, None).unwrap();
+        for precision in [Precision::Double, Precision::Mixed] {
+            let sol = dual_pcg(1e-11, 500, precision).solve(&problem, None).unwrap();
+            let r = &sol.report;
+            assert_eq!(r.failed_rows, 0, "{precision:?} seed {seed}");
+            assert!(r.kkt_residual <= 1e-11, "{precision:?}: {}", r.kkt_residual);
+            assert_eq!(r.max_abs_pruned, 0.0);
+            let gap = (r.objective - exact.report.objective) / exact.report.objective;
+            assert!(gap.abs() < 1e-12, "{precision:?} seed {seed}: gap {gap}");
+            let diff = (&sol.weight - &exact.weight).mapv(f64::abs).fold(0.0f64, |a, &b| a.max(b));
+            assert!(diff < 1e-6, "{precision:?}: max weight difference {diff}");
+            // Rows with nothing pruned are their own optimum, found without iterating.
+            for (i, row) in r.rows.iter().enumerate() {
+                if problem.mask().pruned_in_row(i) == 0 {
+                    assert_eq!(row.iterations, 0, "row {i}");
+                } else {
+                    assert!(row.iterations >= 1, "row {i}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn dual_pcg_starts_from_the_multipliers_of_a_warm_start_and_stops_at_its_cap() {
+    let problem = problem(10, 40, 0.5, 6);
+    let exact = DirectSolver::default().solve(&problem, None).unwrap();
+    for precision in [Precision::Double, Precision::Mixed] {
+        // The optimum's multipliers solve the dual system: nothing left to iterate.
+        let warm = dual_pcg(1e-9, 100, precision).solve(&problem, Some(exact.weight.view())).unwrap();
+        assert!(warm.report.rows.iter().all(|r| r.iterations == 0 && r.status == RowStatus::ReachedTolerance));
+        let cold = dual_pcg(1e-9, 100, precision).solve(&problem, None).unwrap();
+        let most = cold.report.iterations;
+        assert!(most >= 2);
+        // Under a cap every row stops at it or before, and its status agrees with the report's
+        // independently computed residual.
+        for cap in [1, most - 1] {
+            let capped = dual_pcg(1e-9, cap, precision).solve(&problem, None).unwrap();
+            for row in &capped.report.rows {
+                assert!(row.iterations <= cap);
+                match row.status {
+                    RowStatus::ReachedTolerance => assert!(row.kkt_residual <= 1e-9),
+                    _ => assert!(row.iterations == cap && row.kkt_residual > 1e-9),
+                }
+            }
+            if cap == 1 {
+                assert!(capped.report.rows.iter().all(|r| r.status == RowStatus::MaxIterations));
+            }
+        }
+    }
+    let wrong = ndarray::Array2::<f64>::zeros((3, 3));
+    assert!(dual_pcg(1e-9, 100, Precision::Mixed).solve(&problem, Some(wrong.view())).is_err());
+    assert!(dual_pcg(1e-9, 0, Precision::Mixed).solve(&problem, None).is_err());
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod chunked;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 mod direct;
+mod dual_pcg;
 mod evaluate;
 mod pcg;
 mod pdhg;
@@ -20,6 +21,7 @@ pub use auto::{AutoPlan, AutoSettings, AutoSolver};
 pub use batched::{DEFAULT_TOLERANCE, IterativeSettings};
 pub use chunked::{RowChunked, problem_memory};
 pub use direct::{DirectForm, DirectSettings, DirectSolver, direct_flops};
+pub use dual_pcg::{DualPcgSettings, DualPcgSolver};
 pub use evaluate::{enforce_mask, evaluate};
 pub use pcg::{PcgSettings, PcgSolver, Precision, Preconditioner};
 pub use pdhg::{PdhgSettings, PdhgSolver};
@@ -59,8 +61,9 @@ pub struct SolverOptions {
     pub form: DirectForm,
     /// Preconditioner of `pcg`.
     pub preconditioner: Preconditioner,
-    /// Precision of `pcg`'s products (`auto` always runs its PCG mixed).
-    pub precision: Precision,
+    /// Precision of `pcg`'s and `dual-pcg`'s products (`None`: each solver's default, double for
+    /// `pcg` and mixed for `dual-pcg`; `auto` always runs mixed).
+    pub precision: Option<Precision>,
     /// `eps_abs = eps_rel` of `pdhg` (`None`: the paper's 1e-2).
     pub pdhg_tolerance: Option<f64>,
 }
@@ -73,14 +76,14 @@ impl Default for SolverOptions {
             parallelism: crate::Parallelism::AllCores,
             form: DirectForm::Auto,
             preconditioner: Preconditioner::Jacobi,
-            precision: Precision::Double,
+            precision: None,
             pdhg_tolerance: None,
         }
     }
 }
 
 /// Names accepted by [`solver_by_name`].
-pub const SOLVER_NAMES: &[&str] = &["auto", "direct", "pcg", "admm", "pdhg", "sparsegpt"];
+pub const SOLVER_NAMES: &[&str] = &["auto", "direct", "dual-pcg", "pcg", "admm", "pdhg", "sparsegpt"];
 
 /// A solver by name, configured from `options`.
 pub fn solver_by_name(name: &str, options: &SolverOptions) -> Result<Box<dyn QpSolver + Send + Sync>> {
@@ -96,7 +99,11 @@ pub fn solver_by_name(name: &str, options: &SolverOptions) -> Result<Box<dyn QpS
         "pcg" => Ok(Box::new(PcgSolver::new(PcgSettings {
             iterative: iterative(PcgSettings::default().iterative.max_iterations),
             preconditioner: options.preconditioner,
-            precision: options.precision,
+            precision: options.precision.unwrap_or(PcgSettings::default().precision),
+        }))),
+        "dual-pcg" => Ok(Box::new(DualPcgSolver::new(DualPcgSettings {
+            iterative: iterative(DualPcgSettings::default().iterative.max_iterations),
+            precision: options.precision.unwrap_or(DualPcgSettings::default().precision),
         }))),
         "admm" => Ok(Box::new(AdmmSolver::new(AdmmSettings {
             iterative: iterative(AdmmSettings::default().iterative.max_iterations),

@@ -150,12 +150,14 @@ pub(crate) trait ProductScalar: faer::traits::ComplexField + Copy + Send + Sync 
     fn widen(self) -> f64;
     /// A symmetric operator in this precision: borrowed when it already is.
     fn operator(matrix: ArrayView2<'_, f64>) -> Operator<'_, Self>;
+    /// A faer matrix in this precision: borrowed when it already is.
+    fn lowered(matrix: MatRef<'_, f64>) -> Operator<'_, Self>;
     /// `H⁻¹` of the symmetric positive definite `h`, in this precision.
     fn inverse(h: ArrayView2<'_, f64>, par: Par) -> Result<Operator<'static, Self>>;
 }
 
 /// `H⁻¹` in f64: Cholesky (with bounded regularization retries) and the inverse of the factor.
-fn inverse_f64(h: ArrayView2<'_, f64>, par: Par) -> Result<Mat<f64>> {
+pub(crate) fn inverse_f64(h: ArrayView2<'_, f64>, par: Par) -> Result<Mat<f64>> {
     let (l, _) = cholesky_of(h, 0.0, par)?;
     Ok(cholesky_inverse(l.as_ref(), par))
 }
@@ -169,6 +171,9 @@ impl ProductScalar for f64 {
     }
     fn operator(matrix: ArrayView2<'_, f64>) -> Operator<'_, Self> {
         Operator::Borrowed(matrix.into_faer())
+    }
+    fn lowered(matrix: MatRef<'_, f64>) -> Operator<'_, Self> {
+        Operator::Borrowed(matrix)
     }
     fn inverse(h: ArrayView2<'_, f64>, par: Par) -> Result<Operator<'static, Self>> {
         Ok(Operator::Owned(inverse_f64(h, par)?))
@@ -186,6 +191,9 @@ impl ProductScalar for f32 {
     /// symmetric matrix, and contiguous reads of the row-major original.
     fn operator(matrix: ArrayView2<'_, f64>) -> Operator<'_, Self> {
         Operator::Owned(Mat::from_fn(matrix.nrows(), matrix.ncols(), |i, j| matrix[[j, i]] as f32))
+    }
+    fn lowered(matrix: MatRef<'_, f64>) -> Operator<'_, Self> {
+        Operator::Owned(Mat::from_fn(matrix.nrows(), matrix.ncols(), |i, j| matrix[(i, j)] as f32))
     }
     /// Factored and inverted in f32 (it only preconditions, and twice as fast as f64); in f64 and
     /// rounded when `H` is too ill-conditioned for an f32 Cholesky.
@@ -228,7 +236,7 @@ pub(crate) enum Operator<'a, T> {
 }
 
 impl<T> Operator<'_, T> {
-    fn view(&self) -> MatRef<'_, T> {
+    pub(crate) fn view(&self) -> MatRef<'_, T> {
         match self {
             Self::Borrowed(m) => *m,
             Self::Owned(m) => m.as_ref(),
@@ -237,7 +245,7 @@ impl<T> Operator<'_, T> {
 }
 
 /// `out = input · op` for row-major `rows × n` buffers and a symmetric `op`.
-fn product<T: ProductScalar>(input: &[T], rows: usize, op: MatRef<'_, T>, out: &mut [T], par: Par) {
+pub(crate) fn product<T: ProductScalar>(input: &[T], rows: usize, op: MatRef<'_, T>, out: &mut [T], par: Par) {
     let n = op.ncols();
     faer::linalg::matmul::matmul(
         MatMut::from_row_major_slice_mut(out, rows, n),
@@ -529,7 +537,7 @@ impl<T: ProductScalar> Batch<T> {
 const LANES: usize = 8;
 
 /// `Σ values` over [`LANES`] partial sums.
-fn lane_sum(values: impl Iterator<Item = f64>) -> f64 {
+pub(crate) fn lane_sum(values: impl Iterator<Item = f64>) -> f64 {
     let mut lanes = [0.0f64; LANES];
     for (i, v) in values.enumerate() {
         lanes[i % LANES] += v;
@@ -538,7 +546,7 @@ fn lane_sum(values: impl Iterator<Item = f64>) -> f64 {
 }
 
 /// `max values` (of non-negative values; NaN propagates) over [`LANES`] partial maxima.
-fn lane_max(values: impl Iterator<Item = f64>) -> f64 {
+pub(crate) fn lane_max(values: impl Iterator<Item = f64>) -> f64 {
     let mut lanes = [0.0f64; LANES];
     for (i, v) in values.enumerate() {
         let lane = &mut lanes[i % LANES];
@@ -548,7 +556,7 @@ fn lane_max(values: impl Iterator<Item = f64>) -> f64 {
 }
 
 /// Moves the `width`-long rows `keep` (ascending) of `buffer` to its front and truncates it.
-fn compact<V: Copy>(buffer: &mut Vec<V>, width: usize, keep: &[usize]) {
+pub(crate) fn compact<V: Copy>(buffer: &mut Vec<V>, width: usize, keep: &[usize]) {
     for (k, &i) in keep.iter().enumerate() {
         if i != k {
             buffer.copy_within(i * width..(i + 1) * width, k * width);

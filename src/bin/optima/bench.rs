@@ -50,9 +50,10 @@ pub struct BenchArgs {
     /// Preconditioner of pcg: jacobi, identity or inverse.
     #[arg(long, default_value = "jacobi")]
     preconditioner: Preconditioner,
-    /// Precision of pcg's products: double, or mixed (f32 GEMMs, f64 checks; auto always uses mixed).
-    #[arg(long, default_value = "double")]
-    precision: Precision,
+    /// Precision of pcg's and dual-pcg's products: double, or mixed (f32 GEMMs, f64 checks).
+    /// Default: double for pcg, mixed for dual-pcg; auto always uses mixed.
+    #[arg(long)]
+    precision: Option<Precision>,
     /// Bench only the first R rows of each layer (for shapes where direct on all rows is too slow).
     #[arg(long)]
     rows: Option<usize>,

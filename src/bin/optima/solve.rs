@@ -44,9 +44,10 @@ pub struct SolveArgs {
     /// Preconditioner of pcg: jacobi, identity or inverse.
     #[arg(long, default_value = "jacobi")]
     preconditioner: Preconditioner,
-    /// Precision of pcg's products: double, or mixed (f32 GEMMs, f64 checks; auto always uses mixed).
-    #[arg(long, default_value = "double")]
-    precision: Precision,
+    /// Precision of pcg's and dual-pcg's products: double, or mixed (f32 GEMMs, f64 checks).
+    /// Default: double for pcg, mixed for dual-pcg; auto always uses mixed.
+    #[arg(long)]
+    precision: Option<Precision>,
     /// Write the reconstructed `weight` (f32) and `mask` (u8) here (safetensors).
     #[arg(long)]
     out: Option<PathBuf>,
