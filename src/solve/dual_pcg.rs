@@ -118,7 +118,7 @@ struct RowState {
     iterations: usize,
     /// `‖(H w)_S‖∞`, the scale of the relative residual.
     scale: f64,
-    /// Estimated `‖(H E_P r)_S‖∞ / ‖r‖∞`: how a dual residual `r` shows in the primal residual.
+    /// Estimated `‖(H E_P r)_S‖∞ / ‖r‖∞`: how the dual residual `r` shows in the primal residual.
     gain: f64,
     /// `rᵀz` of the current residual.
     rz: f64,
@@ -181,9 +181,7 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
         let mut outcome = Outcome::new(self.problem);
         let mut batch = self.start(rows, start, par);
         // Rows with nothing pruned (or an exact warm start) are candidates at once.
-        let mut candidates: Vec<usize> = (0..batch.len())
-            .filter(|&i| batch.states[i].gain * batch.states[i].residual <= s.tolerance * batch.states[i].scale)
-            .collect();
+        let mut candidates = self.candidates(&mut batch, s, par);
         loop {
             if !candidates.is_empty() {
                 let checked = self.check(&batch, &candidates, par);
@@ -237,20 +235,49 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
                     state.global, state.iterations
                 )));
             }
-            candidates = (0..batch.len())
-                .filter(|&i| {
-                    let state = &batch.states[i];
-                    state.stalled
-                        || state.gain * state.residual <= s.tolerance * state.scale
-                        || state.iterations >= s.max_iterations
-                })
-                .collect();
+            candidates = self.candidates(&mut batch, s, par);
         }
         Ok(outcome)
     }
 
-    /// The batch at its starting multipliers: scales and gains from one GEMM in `T` over
-    /// `[w; E_P w_P]`, first residuals and directions.
+    /// The local rows to check in f64: those that stalled or reached the cap, and those whose
+    /// primal residual, estimated from the recurrence as `‖(H E_P r)_S‖∞` (one GEMM in `T` on the
+    /// rows whose gain says they may be done), meets the tolerance. The estimate also corrects
+    /// those rows' gains: the primal residual falls more slowly than the dual one.
+    fn candidates(&self, batch: &mut Batch<T>, s: &IterativeSettings, par: Par) -> Vec<usize> {
+        let n = batch.n;
+        let forced = |state: &RowState| state.stalled || state.iterations >= s.max_iterations;
+        let due: Vec<usize> = (0..batch.len())
+            .filter(|&i| {
+                let state = &batch.states[i];
+                !forced(state) && state.gain * state.residual <= s.tolerance * state.scale
+            })
+            .collect();
+        let mut estimated = vec![false; batch.len()];
+        if !due.is_empty() {
+            let mut input = Vec::with_capacity(due.len() * n);
+            for &i in &due {
+                input.extend_from_slice(&batch.r[i * n..(i + 1) * n]);
+            }
+            let mut out = vec![T::narrow(0.0); due.len() * n];
+            product(&input, due.len(), self.h_low.view(), &mut out, par);
+            for (c, &i) in due.iter().enumerate() {
+                let pruned = &batch.pruned[i * n..(i + 1) * n];
+                let primal = lane_max(
+                    out[c * n..(c + 1) * n].iter().zip(pruned).map(|(v, k)| (v.widen() * (1.0 - k.widen())).abs()),
+                );
+                let state = &mut batch.states[i];
+                if state.residual > 0.0 {
+                    state.gain = primal / state.residual;
+                }
+                estimated[i] = primal <= s.tolerance * state.scale;
+            }
+        }
+        (0..batch.len()).filter(|&i| estimated[i] || forced(&batch.states[i])).collect()
+    }
+
+    /// The batch at its starting multipliers: scales from one GEMM in `T`, first residuals and
+    /// directions. The first gain assumes the mask-only weights' relative residual is 1.
     fn start(&self, rows: &[usize], start: Start<'_>, par: Par) -> Batch<T> {
         let (problem, n) = (self.problem, self.problem.cols());
         let (weight, mask) = (problem.weight(), problem.mask());
@@ -262,31 +289,28 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
                 *v = T::narrow(if mask.is_pruned(i, j) { 1.0 } else { 0.0 });
             }
         });
-        // Rows 0..live: w; rows live..2·live: E_P w_P.
-        let mut input = vec![zero; 2 * live * n];
-        let (whole, part) = input.split_at_mut(live * n);
-        whole.par_chunks_mut(n).zip(part.par_chunks_mut(n)).zip(rows.par_iter().zip(pruned.par_chunks(n))).for_each(
-            |((whole, part), (&i, pruned))| {
-                for (((a, b), w), k) in whole.iter_mut().zip(part.iter_mut()).zip(weight.row(i)).zip(pruned) {
+        let mut input = vec![zero; live * n];
+        let mut r = vec![zero; live * n];
+        input.par_chunks_mut(n).zip(r.par_chunks_mut(n)).zip(rows.par_iter().zip(pruned.par_chunks(n))).for_each(
+            |((input, r), (&i, pruned))| {
+                for (((a, b), w), k) in input.iter_mut().zip(r.iter_mut()).zip(weight.row(i)).zip(pruned) {
                     *a = T::narrow(*w);
                     *b = T::narrow(w * k.widen());
                 }
             },
         );
-        let mut out = vec![zero; 2 * live * n];
-        product(&input, 2 * live, self.h_low.view(), &mut out, par);
+        let mut hw = vec![zero; live * n];
+        product(&input, live, self.h_low.view(), &mut hw, par);
         let h = problem.hessian().matrix();
-        let (hw, hp) = out.split_at(live * n);
         let states: Vec<RowState> = rows
             .par_iter()
-            .zip(hw.par_chunks(n).zip(hp.par_chunks(n)))
+            .zip(hw.par_chunks(n))
             .zip(pruned.par_chunks(n))
-            .map(|((&i, (hw, hp)), pruned)| {
+            .map(|((&i, hw), pruned)| {
                 let w = weight.row(i);
                 // The largest kept entry of Hw in T, recomputed in f64 there: a lower bound of
                 // ‖(Hw)_S‖∞ within rounding, so the relative residual is never understated.
                 let (mut best, mut at) = (-1.0f64, None);
-                let mut primal = 0.0f64;
                 let mut pruned_norm = 0.0f64;
                 for j in 0..n {
                     if pruned[j].widen() == 0.0 {
@@ -294,7 +318,6 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
                         if v > best {
                             (best, at) = (v, Some(j));
                         }
-                        primal = primal.max(hp[j].widen().abs());
                     } else {
                         pruned_norm = pruned_norm.max(w[j].abs());
                     }
@@ -304,7 +327,7 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
                     global: i,
                     iterations: 0,
                     scale,
-                    gain: if pruned_norm > 0.0 { primal / pruned_norm } else { 0.0 },
+                    gain: if pruned_norm > 0.0 { scale / pruned_norm } else { 0.0 },
                     rz: 0.0,
                     residual: pruned_norm,
                     stalled: false,
@@ -317,7 +340,7 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
             states,
             lambda: vec![0.0; live * n],
             pruned,
-            r: input.split_off(live * n),
+            r,
             p: vec![zero; live * n],
             out: vec![zero; live * n],
         };
