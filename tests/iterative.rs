@@ -187,10 +187,11 @@ fn pdhg_converges_when_asked_to_and_stops_early_at_the_papers_tolerance() {
 #[test]
 fn auto_meets_its_tolerance_whichever_way_it_goes() {
     use optima::solve::{AutoPlan, AutoSettings, AutoSolver};
-    // Narrow layers, or a few rows that cannot pay for H⁻¹: direct. Wide ones: PCG (after a probe).
+    // A few rows that cannot pay for H⁻¹: direct. Many: dual PCG (after a probe).
     let auto = AutoSolver::new(AutoSettings { tolerance: 1e-6, ..Default::default() });
-    assert_eq!(auto.plan(&optima::Mask::from_fn(300, 200, |_, j| j % 2 == 0)), AutoPlan::Direct);
     assert_eq!(auto.plan(&optima::Mask::from_fn(4, 576, |_, j| j % 2 == 0)), AutoPlan::Direct);
+    assert_eq!(auto.plan(&optima::Mask::from_fn(2, 4096, |_, j| j % 2 == 0)), AutoPlan::Direct);
+    assert!(matches!(auto.plan(&optima::Mask::from_fn(300, 200, |_, j| j % 2 == 0)), AutoPlan::Pcg { .. }));
     assert!(matches!(auto.plan(&optima::Mask::from_fn(576, 576, |_, j| j % 2 == 0)), AutoPlan::Pcg { .. }));
     assert!(matches!(auto.plan(&optima::Mask::from_fn(64, 4096, |_, j| j % 2 == 0)), AutoPlan::Pcg { .. }));
     // (96, 512): the probe path, 32 rows by PCG first, then the rest by whichever it predicts.

@@ -5,38 +5,41 @@
 //!
 //! * `direct`: per row `c³/3 · (c + DIRECT_HALF_EFFICIENCY)/c` with `c = min(k, p)`: exact, and
 //!   slower per flop on small blocks.
-//! * mixed-precision `pcg` with the `(H⁻¹)_SS` preconditioner: `n³` once for `H⁻¹`, then per row
-//!   and iteration two f32 products, `4n² / MIXED_PCG_SPEEDUP`.
+//! * mixed-precision `dual-pcg`: `n³` once for `H⁻¹`; per row about `DUAL_ROW_OVERHEAD · n²` for
+//!   its scale, residual estimates and the f64 check; per row and iteration one f32 product,
+//!   `2n² / MIXED_PCG_SPEEDUP`.
 //!
 //! How many iterations a row needs depends on the layer's Hessian more than on its shape (about
-//! 13 at 1e-6 on generated layers, 20–30 on SmolLM2's), so `auto` measures it: it runs PCG on a
-//! sample of [`PROBE_ROWS`] rows first, then sends the rest to whichever method the measured mean
-//! predicts cheaper. PCG runs under a cap near the break-even point; a row that reaches it is
-//! solved by `direct`, so `auto` always meets the tolerance.
+//! 8 at 1e-6 on generated layers, 25–40 on SmolLM2's), so `auto` measures it: it runs `dual-pcg`
+//! on a sample of [`PROBE_ROWS`] rows first, then sends the rest to whichever method the measured
+//! mean predicts cheaper. The iterations run under a cap near the break-even point; a row that
+//! reaches it is solved by `direct`, so `auto` always meets the tolerance.
 
 use std::time::Instant;
 
 use ndarray::{Array2, ArrayView2, Axis};
 
-use super::batched::{IterativeSettings, Outcome, starting_point};
-use super::pcg::PcgOperators;
-use super::{DirectSettings, DirectSolver, Preconditioner, QpSolver, evaluate};
+use super::batched::{IterativeSettings, Outcome};
+use super::dual_pcg::{DualOperators, HessianInverse, Start};
+use super::{DirectSettings, DirectSolver, QpSolver, evaluate};
 use crate::backend::Parallelism;
 use crate::error::{OptimaError, Result};
 use crate::memory::{Bytes, MemoryEstimate};
 use crate::problem::{LayerProblem, Mask, RowStatus, Solution};
 
-/// PCG iterations per decade of tolerance with the inverse-Hessian preconditioner on generated
-/// LLM-like layers: the optimistic count that decides whether a probe is worth running.
-pub const ITERATIONS_PER_DECADE: f64 = 2.25;
-/// PCG iterations independent of the tolerance.
-pub const ITERATIONS_BASE: f64 = 0.0;
+/// `dual-pcg` iterations per decade of tolerance on generated LLM-like layers: the optimistic
+/// count that decides whether a probe is worth running.
+pub const DUAL_ITERATIONS_PER_DECADE: f64 = 1.25;
+/// `dual-pcg`'s per-row work besides its iterations, in units of `n²` large-block flops: an f32
+/// product for the scale, about one more per row for residual estimates, and two f64 products
+/// for the check.
+pub const DUAL_ROW_OVERHEAD: f64 = 7.0;
 /// Rows the probe solves by PCG before `auto` commits the rest (all rows of smaller layers).
 pub const PROBE_ROWS: usize = 32;
 /// Block size at which `direct`'s Cholesky runs at half its large-block rate (measured on the
 /// development machine: 48 GFLOP/s at 288, 71 at 768, 75 at 2048 on two cores).
 pub const DIRECT_HALF_EFFICIENCY: f64 = 200.0;
-/// Flop rate of mixed-precision PCG (f32 GEMMs) over `direct`'s large-block f64 Cholesky.
+/// Flop rate of f32 GEMMs over `direct`'s large-block f64 Cholesky.
 pub const MIXED_PCG_SPEEDUP: f64 = 1.5;
 
 /// Settings of [`AutoSolver`].
@@ -82,9 +85,14 @@ fn direct_row_cost(mask: &Mask, row: usize) -> f64 {
     if c == 0.0 { 0.0 } else { c.powi(3) / 3.0 * (c + DIRECT_HALF_EFFICIENCY) / c }
 }
 
-/// PCG's cost of one row and iteration, in the same units.
-fn pcg_iteration_cost(n: usize) -> f64 {
-    4.0 * (n as f64).powi(2) / MIXED_PCG_SPEEDUP
+/// `dual-pcg`'s cost of one row and iteration, in the same units.
+fn iteration_cost(n: usize) -> f64 {
+    2.0 * (n as f64).powi(2) / MIXED_PCG_SPEEDUP
+}
+
+/// `dual-pcg`'s cost of one row besides its iterations, in the same units.
+fn row_overhead(n: usize) -> f64 {
+    DUAL_ROW_OVERHEAD * (n as f64).powi(2)
 }
 
 impl AutoSolver {
@@ -94,16 +102,16 @@ impl AutoSolver {
     }
 
     /// What `auto` will do for a layer with this mask at its tolerance, before measuring:
-    /// `Direct` when even the optimistic iteration count would not pay for PCG.
+    /// `Direct` when even the optimistic iteration count would not pay for `dual-pcg`.
     pub fn plan(&self, mask: &Mask) -> AutoPlan {
         if let Some(plan) = self.settings.plan_override {
             return plan;
         }
         let (m, n) = (mask.rows() as f64, mask.cols());
         let direct: f64 = (0..mask.rows()).map(|i| direct_row_cost(mask, i)).sum();
-        let setup = (n as f64).powi(3);
-        let per_iteration = m * pcg_iteration_cost(n);
-        let predicted = ITERATIONS_PER_DECADE * (1.0 / self.settings.tolerance).log10().max(0.0) + ITERATIONS_BASE;
+        let setup = (n as f64).powi(3) + m * row_overhead(n);
+        let per_iteration = m * iteration_cost(n);
+        let predicted = DUAL_ITERATIONS_PER_DECADE * (1.0 / self.settings.tolerance).log10().max(0.0);
         if setup + predicted * per_iteration >= direct {
             return AutoPlan::Direct;
         }
@@ -117,12 +125,13 @@ impl QpSolver for AutoSolver {
         "auto"
     }
 
-    /// The larger of `direct`'s and mixed-precision `pcg`'s, either of which it may run.
+    /// `dual-pcg`'s `H⁻¹` (f64, and its factor while it is built) and f32 copies of `H` and
+    /// `H⁻¹`, then `direct`'s per-thread blocks for the rows it finishes.
     fn memory_estimate(&self, cols: usize) -> MemoryEstimate {
         let threads = self.settings.parallelism.threads();
         let square = cols * cols;
         MemoryEstimate {
-            fixed: Bytes::f64s(square * (1 + threads)) + Bytes::f32s(2 * square),
+            fixed: Bytes::f64s(square * (2 + threads)) + Bytes::f32s(2 * square),
             per_row: Bytes::f64s(12 * cols),
         }
     }
@@ -139,6 +148,7 @@ impl QpSolver for AutoSolver {
         let outcome = match self.solve_by_probe(problem, warm_start, max_iterations, &direct) {
             Ok(outcome) => outcome,
             // The f32 products overflowed or broke down (an H outside f32's range): exact in f64.
+            // An inverse that fails even with regularization lands here too.
             Err(OptimaError::Numerical(_)) => {
                 let mut outcome = Outcome::new(problem);
                 let all: Vec<usize> = (0..problem.rows()).collect();
@@ -168,8 +178,10 @@ impl AutoSolver {
     ) -> Result<Outcome> {
         let par = self.settings.parallelism;
         let m = problem.rows();
-        let x0 = starting_point(problem, warm_start)?;
-        let pcg = par.install(|| PcgOperators::<f32>::new(problem, Preconditioner::InverseHessian, par))??;
+        let x0 = warm_start.map(|w| super::batched::starting_point(problem, Some(w))).transpose()?;
+        let start = x0.as_ref().map_or(Start::Zero, Start::Warm);
+        let inverse = par.install(|| HessianInverse::new(problem, par))??;
+        let pcg = DualOperators::<f32>::new(problem, &inverse);
         let capped = |cap: usize| IterativeSettings {
             tolerance: self.settings.tolerance,
             max_iterations: cap,
@@ -183,7 +195,7 @@ impl AutoSolver {
             let rest = (0..m).filter(|i| !probe.contains(i)).collect();
             (probe, rest)
         };
-        let measured = par.install(|| pcg.run(&probe, &x0, &capped(max_iterations)))??;
+        let measured = par.install(|| pcg.run(&probe, start, &capped(max_iterations)))??;
         outcome.absorb(&measured, &probe);
         let mut exact: Vec<usize> =
             probe.iter().copied().filter(|&i| outcome.status[i] != RowStatus::ReachedTolerance).collect();
@@ -191,10 +203,11 @@ impl AutoSolver {
             let (mean, most) = iteration_stats(&outcome, &probe);
             let mask = problem.mask();
             let direct_rest: f64 = rest.iter().map(|&i| direct_row_cost(mask, i)).sum();
-            let pcg_rest = rest.len() as f64 * mean * pcg_iteration_cost(problem.cols());
+            let n = problem.cols();
+            let pcg_rest = rest.len() as f64 * (mean * iteration_cost(n) + row_overhead(n));
             if pcg_rest < direct_rest {
                 let cap = max_iterations.max((1.25 * most as f64).ceil() as usize);
-                let solved = par.install(|| pcg.run(&rest, &x0, &capped(cap)))??;
+                let solved = par.install(|| pcg.run(&rest, start, &capped(cap)))??;
                 outcome.absorb(&solved, &rest);
                 exact.extend(rest.iter().copied().filter(|&i| outcome.status[i] != RowStatus::ReachedTolerance));
             } else {
