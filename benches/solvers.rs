@@ -13,7 +13,7 @@ fn solvers(c: &mut Criterion) {
     for (rows, cols, pattern) in [(576, 576, "0.5"), (576, 576, "2:4"), (1536, 576, "0.5")] {
         let case = BenchCase { rows, cols, pattern: pattern.parse().unwrap(), seed: 0 };
         let problem = generate_problem(&case, par).unwrap();
-        for name in ["direct", "auto", "pcg", "sparsegpt"] {
+        for name in ["direct", "auto", "dual-pcg", "pcg", "sparsegpt"] {
             let solver = solver_by_name(name, &SolverOptions { parallelism: par, ..Default::default() }).unwrap();
             group.bench_function(format!("{name} {rows}x{cols} {pattern}"), |b| {
                 b.iter(|| solver.solve(&problem, None).unwrap())

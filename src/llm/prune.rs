@@ -57,7 +57,7 @@ impl FromStr for MaskerChoice {
 pub enum UpdateChoice {
     /// Mask only: kept weights unchanged.
     None,
-    /// A [`crate::solve::QpSolver`] by name (`direct`, `auto`, `pcg`, `admm`, `pdhg`, `sparsegpt`).
+    /// A [`crate::solve::QpSolver`] by name (`direct`, `auto`, `dual-pcg`, `pcg`, `admm`, `pdhg`, `sparsegpt`).
     Solver(String),
 }
 

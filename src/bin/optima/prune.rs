@@ -29,7 +29,7 @@ pub struct PruneArgs {
     /// Mask selection: magnitude, wanda or sparsegpt.
     #[arg(long, default_value = "wanda")]
     masker: MaskerChoice,
-    /// Weight update: none, sparsegpt, direct, auto, admm, pcg or pdhg.
+    /// Weight update: none, sparsegpt, direct, auto, dual-pcg, admm, pcg or pdhg.
     #[arg(long, default_value = "auto")]
     solver: UpdateChoice,
     /// Calibration sequences.
