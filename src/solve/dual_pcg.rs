@@ -20,7 +20,8 @@ use rayon::prelude::*;
 
 use super::QpSolver;
 use super::batched::{IterativeSettings, Outcome, TINY, solve_batched};
-use super::pcg::{Operator, Precision, ProductScalar, compact, inverse_f64, lane_max, lane_sum, product};
+use super::cg::{Apply, Batch, Operator, ProductScalar, RowState, compact, inverse_f64, lane_max, product};
+use super::pcg::Precision;
 use crate::backend::Parallelism;
 use crate::error::{OptimaError, Result};
 use crate::memory::{Bytes, MemoryEstimate};
@@ -111,25 +112,6 @@ pub(crate) enum Start<'x> {
     Warm(&'x Array2<f64>),
 }
 
-/// The scalars of one live row.
-#[derive(Clone, Copy, Debug)]
-struct RowState {
-    global: usize,
-    iterations: usize,
-    /// `‖(H w)_S‖∞`, the scale of the relative residual.
-    scale: f64,
-    /// Estimated `‖(H E_P r)_S‖∞ / ‖r‖∞`: how the dual residual `r` shows in the primal residual.
-    gain: f64,
-    /// `rᵀz` of the current residual.
-    rz: f64,
-    /// `‖r‖∞` of the recurrence.
-    residual: f64,
-    /// The last step went nowhere (`pᵀGp ≤ 0` in the product's precision): check and restart.
-    stalled: bool,
-    /// A step or product was not finite.
-    broken: bool,
-}
-
 /// The operators of one problem in the iterations' precision `T`: built once, then run on any
 /// set of rows.
 pub(crate) struct DualOperators<'a, T: 'static> {
@@ -137,24 +119,8 @@ pub(crate) struct DualOperators<'a, T: 'static> {
     g64: MatRef<'a, f64>,
     g_low: Operator<'a, T>,
     h_low: Operator<'a, T>,
-    /// `1 / G_jj`.
-    jacobi: Vec<f64>,
-}
-
-/// The live rows: multipliers in f64 (zero on kept inputs), everything the GEMM reads or writes
-/// in `T`, all row-major `n` wide.
-struct Batch<T> {
-    n: usize,
-    states: Vec<RowState>,
-    lambda: Vec<f64>,
-    /// 1 where the row prunes input j, 0 where it keeps it.
-    pruned: Vec<T>,
-    /// Dual residuals `w_P − G_PP λ` (zero on kept inputs).
-    r: Vec<T>,
-    /// Directions (the GEMM's input; zero on kept inputs).
-    p: Vec<T>,
-    /// GEMM output.
-    out: Vec<T>,
+    /// Jacobi: `1 / G_jj`.
+    precond: Apply<T>,
 }
 
 /// A check of some rows: their recovered weights and dual residuals (f64, row-major), and their
@@ -169,8 +135,8 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
     /// `G` and `H` in `T`, and the Jacobi preconditioner.
     pub(crate) fn new(problem: &'a LayerProblem, inverse: &'a HessianInverse) -> Self {
         let g64 = inverse.g.as_ref();
-        let jacobi = (0..g64.nrows()).map(|j| 1.0 / g64[(j, j)]).collect();
-        Self { problem, g64, g_low: T::lowered(g64), h_low: T::operator(problem.hessian().matrix()), jacobi }
+        let precond = Apply::Diagonal((0..g64.nrows()).map(|j| 1.0 / g64[(j, j)]).collect());
+        Self { problem, g64, g_low: T::lowered(g64), h_low: T::operator(problem.hessian().matrix()), precond }
     }
 
     /// Runs PCG on the multipliers of `rows` (global indices) up to the cap of `s`; the outcome
@@ -179,9 +145,9 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
         let par = s.parallelism.faer();
         let n = self.problem.cols();
         let mut outcome = Outcome::new(self.problem);
-        let mut batch = self.start(rows, start, par);
+        let (mut batch, mut gains) = self.start(rows, start, par);
         // Rows with nothing pruned (or an exact warm start) are candidates at once.
-        let mut candidates = self.candidates(&mut batch, s, par);
+        let mut candidates = self.candidates(&mut batch, &mut gains, s, par);
         loop {
             if !candidates.is_empty() {
                 let checked = self.check(&batch, &candidates, par);
@@ -208,34 +174,34 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
                         for (r, v) in batch.r[i * n..(i + 1) * n].iter_mut().zip(dual) {
                             *r = T::narrow(*v);
                         }
-                        let state = &mut batch.states[i];
-                        state.residual = norm;
+                        batch.states[i].residual = norm;
                         if norm > 0.0 {
-                            state.gain = state.gain.max(checked.primal[c] / norm);
+                            gains[i] = gains[i].max(checked.primal[c] / norm);
                         }
                         restarted.push(i);
                     }
                 }
                 if !restarted.is_empty() {
-                    batch.directions(Some(&restarted), &self.jacobi, true);
+                    batch.directions(Some(&restarted), &self.precond, true, par);
                 }
                 let keep: Vec<usize> = (0..batch.len()).filter(|&i| !finished[i]).collect();
                 if keep.len() < batch.len() {
                     batch.retain(&keep);
+                    compact(&mut gains, 1, &keep);
                 }
             }
             if batch.len() == 0 {
                 break;
             }
             batch.step(self.g_low.view(), par);
-            batch.directions(None, &self.jacobi, false);
+            batch.directions(None, &self.precond, false, par);
             if let Some(state) = batch.states.iter().find(|state| state.broken) {
                 return Err(OptimaError::Numerical(format!(
                     "dual PCG step of row {} became non-finite at iteration {}",
                     state.global, state.iterations
                 )));
             }
-            candidates = self.candidates(&mut batch, s, par);
+            candidates = self.candidates(&mut batch, &mut gains, s, par);
         }
         Ok(outcome)
     }
@@ -243,14 +209,15 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
     /// The local rows to check in f64: those that stalled or reached the cap, and those whose
     /// primal residual, estimated from the recurrence as `‖(H E_P r)_S‖∞` (one GEMM in `T` on the
     /// rows whose gain says they may be done), meets the tolerance. The estimate also corrects
-    /// those rows' gains: the primal residual falls more slowly than the dual one.
-    fn candidates(&self, batch: &mut Batch<T>, s: &IterativeSettings, par: Par) -> Vec<usize> {
+    /// those rows' gains (`gains[i]` estimates `‖(H E_P r)_S‖∞ / ‖r‖∞` of local row `i`): the
+    /// primal residual falls more slowly than the dual one.
+    fn candidates(&self, batch: &mut Batch<T>, gains: &mut [f64], s: &IterativeSettings, par: Par) -> Vec<usize> {
         let n = batch.n;
         let forced = |state: &RowState| state.stalled || state.iterations >= s.max_iterations;
         let due: Vec<usize> = (0..batch.len())
             .filter(|&i| {
                 let state = &batch.states[i];
-                !forced(state) && state.gain * state.residual <= s.tolerance * state.scale
+                !forced(state) && gains[i] * state.residual <= s.tolerance * state.scale
             })
             .collect();
         let mut estimated = vec![false; batch.len()];
@@ -262,13 +229,13 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
             let mut out = vec![T::narrow(0.0); due.len() * n];
             product(&input, due.len(), self.h_low.view(), &mut out, par);
             for (c, &i) in due.iter().enumerate() {
-                let pruned = &batch.pruned[i * n..(i + 1) * n];
+                let pruned = &batch.active[i * n..(i + 1) * n];
                 let primal = lane_max(
                     out[c * n..(c + 1) * n].iter().zip(pruned).map(|(v, k)| (v.widen() * (1.0 - k.widen())).abs()),
                 );
-                let state = &mut batch.states[i];
+                let state = &batch.states[i];
                 if state.residual > 0.0 {
-                    state.gain = primal / state.residual;
+                    gains[i] = primal / state.residual;
                 }
                 estimated[i] = primal <= s.tolerance * state.scale;
             }
@@ -276,9 +243,10 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
         (0..batch.len()).filter(|&i| estimated[i] || forced(&batch.states[i])).collect()
     }
 
-    /// The batch at its starting multipliers: scales from one GEMM in `T`, first residuals and
-    /// directions. The first gain assumes the mask-only weights' relative residual is 1.
-    fn start(&self, rows: &[usize], start: Start<'_>, par: Par) -> Batch<T> {
+    /// The batch at its starting multipliers (iterates `λ`, entries the pruned inputs) and the
+    /// rows' gains: scales from one GEMM in `T`, first residuals and directions. The first gain
+    /// assumes the mask-only weights' relative residual is 1.
+    fn start(&self, rows: &[usize], start: Start<'_>, par: Par) -> (Batch<T>, Vec<f64>) {
         let (problem, n) = (self.problem, self.problem.cols());
         let (weight, mask) = (problem.weight(), problem.mask());
         let live = rows.len();
@@ -302,7 +270,7 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
         let mut hw = vec![zero; live * n];
         product(&input, live, self.h_low.view(), &mut hw, par);
         let h = problem.hessian().matrix();
-        let states: Vec<RowState> = rows
+        let (states, gains): (Vec<RowState>, Vec<f64>) = rows
             .par_iter()
             .zip(hw.par_chunks(n))
             .zip(pruned.par_chunks(n))
@@ -323,32 +291,17 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
                     }
                 }
                 let scale = at.map_or(0.0, |j| h.row(j).dot(&w).abs()).max(TINY);
-                RowState {
-                    global: i,
-                    iterations: 0,
-                    scale,
-                    gain: if pruned_norm > 0.0 { scale / pruned_norm } else { 0.0 },
-                    rz: 0.0,
-                    residual: pruned_norm,
-                    stalled: false,
-                    broken: false,
-                }
+                let state = RowState { scale, residual: pruned_norm, ..RowState::new(i) };
+                (state, if pruned_norm > 0.0 { scale / pruned_norm } else { 0.0 })
             })
-            .collect();
-        let mut batch = Batch {
-            n,
-            states,
-            lambda: vec![0.0; live * n],
-            pruned,
-            r,
-            p: vec![zero; live * n],
-            out: vec![zero; live * n],
-        };
+            .unzip();
+        let mut batch = Batch::new(n, states, vec![0.0; live * n], pruned);
+        batch.r = r;
         if let Start::Warm(x0) = start {
             self.warm(&mut batch, x0, par);
         }
-        batch.directions(None, &self.jacobi, true);
-        batch
+        batch.directions(None, &self.precond, true, par);
+        (batch, gains)
     }
 
     /// Multipliers `λ = −(H(x₀ − w))_P` and their dual residuals, in f64.
@@ -363,7 +316,7 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
         });
         let mut hd = vec![0.0; batch.len() * n];
         product(&d, batch.len(), self.problem.hessian().matrix().into_faer(), &mut hd, par);
-        batch.lambda.par_chunks_mut(n).zip(hd.par_chunks(n)).zip(batch.pruned.par_chunks(n)).for_each(
+        batch.x.par_chunks_mut(n).zip(hd.par_chunks(n)).zip(batch.active.par_chunks(n)).for_each(
             |((lambda, hd), pruned)| {
                 for ((l, v), k) in lambda.iter_mut().zip(hd).zip(pruned) {
                     *l = -v * k.widen();
@@ -387,13 +340,13 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
         let weight = self.problem.weight();
         let mut input = vec![0.0; rows.len() * n];
         input.par_chunks_mut(n).zip(rows.par_iter()).for_each(|(dst, &i)| {
-            dst.copy_from_slice(&batch.lambda[i * n..(i + 1) * n]);
+            dst.copy_from_slice(&batch.x[i * n..(i + 1) * n]);
         });
         let mut u = vec![0.0; rows.len() * n];
         product(&input, rows.len(), self.g64, &mut u, par);
         let mut dual = input;
         u.par_chunks_mut(n).zip(dual.par_chunks_mut(n)).zip(rows.par_iter()).for_each(|((u, dual), &i)| {
-            let pruned = &batch.pruned[i * n..(i + 1) * n];
+            let pruned = &batch.active[i * n..(i + 1) * n];
             for (((u, d), w), k) in
                 u.iter_mut().zip(dual.iter_mut()).zip(weight.row(batch.states[i].global)).zip(pruned)
             {
@@ -423,86 +376,10 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
             .par_chunks(n)
             .zip(rows.par_iter())
             .map(|(hd, &i)| {
-                let pruned = &batch.pruned[i * n..(i + 1) * n];
+                let pruned = &batch.active[i * n..(i + 1) * n];
                 lane_max(hd.iter().zip(pruned).map(|(v, k)| if k.widen() == 0.0 { v.abs() } else { 0.0 }))
             })
             .collect();
         Checked { x, dual, primal }
-    }
-}
-
-impl<T: ProductScalar> Batch<T> {
-    fn len(&self) -> usize {
-        self.states.len()
-    }
-
-    /// One CG step of every live row: `q = G p`, then `λ += α p`, `r −= α q_P`.
-    fn step(&mut self, g: MatRef<'_, T>, par: Par) {
-        let n = self.n;
-        product(&self.p, self.len(), g, &mut self.out, par);
-        self.lambda
-            .par_chunks_mut(n)
-            .zip(self.r.par_chunks_mut(n))
-            .zip(self.p.par_chunks(n).zip(self.pruned.par_chunks(n)).zip(self.out.par_chunks(n)))
-            .zip(self.states.par_iter_mut())
-            .for_each(|(((lambda, r), ((p, pruned), q)), state)| {
-                // p is zero on kept inputs, so pᵀq is pᵀ G_PP p.
-                let pq = lane_sum(p.iter().zip(q).map(|(p, q)| p.widen() * q.widen()));
-                state.broken |= !(pq.is_finite() && state.rz.is_finite());
-                let descends = pq > 0.0;
-                state.stalled = !descends;
-                let alpha = if descends { state.rz / pq } else { 0.0 };
-                let updated = lambda.iter_mut().zip(r.iter_mut()).zip(p.iter().zip(q).zip(pruned)).map(
-                    |((l, r), ((p, q), k))| {
-                        *l += alpha * p.widen();
-                        let rj = r.widen() - alpha * q.widen() * k.widen();
-                        *r = T::narrow(rj);
-                        rj.abs()
-                    },
-                );
-                state.residual = lane_max(updated);
-                state.iterations += 1;
-            });
-    }
-
-    /// New directions `p = D r + β p` (`β = 0` when `restart`) of the local rows `rows` (all when
-    /// `None`), with `D` the Jacobi preconditioner.
-    fn directions(&mut self, rows: Option<&[usize]>, jacobi: &[f64], restart: bool) {
-        let n = self.n;
-        let mut chosen = vec![rows.is_none(); self.len()];
-        if let Some(rows) = rows {
-            rows.iter().for_each(|&i| chosen[i] = true);
-        }
-        self.p
-            .par_chunks_mut(n)
-            .zip(self.r.par_chunks(n))
-            .zip(self.states.par_iter_mut())
-            .zip(chosen.par_iter())
-            .for_each(|(((p, r), state), &chosen)| {
-                if !chosen {
-                    return;
-                }
-                let rz = lane_sum(r.iter().zip(jacobi).map(|(r, d)| r.widen() * r.widen() * d));
-                let beta = if !restart && state.rz > 0.0 { rz / state.rz } else { 0.0 };
-                for ((p, r), d) in p.iter_mut().zip(r).zip(jacobi) {
-                    *p = T::narrow(r.widen() * d + beta * p.widen());
-                }
-                state.broken |= !rz.is_finite();
-                state.rz = rz;
-                if restart {
-                    state.stalled = false;
-                }
-            });
-    }
-
-    /// Moves the local rows `keep` (ascending) to the front and drops the rest.
-    fn retain(&mut self, keep: &[usize]) {
-        let n = self.n;
-        compact(&mut self.lambda, n, keep);
-        compact(&mut self.pruned, n, keep);
-        compact(&mut self.r, n, keep);
-        compact(&mut self.p, n, keep);
-        compact(&mut self.states, 1, keep);
-        self.out.truncate(keep.len() * n);
     }
 }

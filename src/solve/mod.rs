@@ -4,6 +4,7 @@
 mod admm;
 mod auto;
 mod batched;
+mod cg;
 mod chunked;
 #[cfg(feature = "cuda")]
 pub mod cuda;

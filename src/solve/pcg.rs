@@ -10,17 +10,15 @@
 #![allow(clippy::indexing_slicing)] // Dense kernels: every index runs over the dimensions LayerProblem::new validated (m rows, n
 // inputs) or over the live batch built from them.
 
-use faer::dyn_stack::{MemBuffer, MemStack};
-use faer::linalg::cholesky::llt;
-use faer::{Accum, Mat, MatMut, MatRef, Par};
+use faer::{MatRef, Par};
 use faer_ext::IntoFaer;
 use ndarray::{Array2, ArrayView1, ArrayView2};
 use rayon::prelude::*;
 
 use super::QpSolver;
 use super::batched::{IterativeSettings, Outcome, TINY, solve_batched};
+use super::cg::{Apply, Batch, Operator, ProductScalar, RowState, lane_max, product};
 use crate::backend::Parallelism;
-use crate::backend::cpu::{cholesky_inverse, cholesky_of};
 use crate::error::{OptimaError, Result};
 use crate::memory::{Bytes, MemoryEstimate};
 use crate::problem::{LayerProblem, RowStatus, Solution};
@@ -142,128 +140,6 @@ pub(crate) fn pcg_memory(cols: usize, preconditioner: Preconditioner, precision:
     MemoryEstimate { fixed: inverse + lowered, per_row: Bytes::f64s(12 * cols) }
 }
 
-/// The scalar the iterations' GEMMs run in: f64, or f32 in mixed precision.
-pub(crate) trait ProductScalar: faer::traits::ComplexField + Copy + Send + Sync + 'static {
-    /// Rounds an f64 to this type.
-    fn narrow(value: f64) -> Self;
-    /// Widens back to f64.
-    fn widen(self) -> f64;
-    /// A symmetric operator in this precision: borrowed when it already is.
-    fn operator(matrix: ArrayView2<'_, f64>) -> Operator<'_, Self>;
-    /// A faer matrix in this precision: borrowed when it already is.
-    fn lowered(matrix: MatRef<'_, f64>) -> Operator<'_, Self>;
-    /// `H⁻¹` of the symmetric positive definite `h`, in this precision.
-    fn inverse(h: ArrayView2<'_, f64>, par: Par) -> Result<Operator<'static, Self>>;
-}
-
-/// `H⁻¹` in f64: Cholesky (with bounded regularization retries) and the inverse of the factor.
-pub(crate) fn inverse_f64(h: ArrayView2<'_, f64>, par: Par) -> Result<Mat<f64>> {
-    let (l, _) = cholesky_of(h, 0.0, par)?;
-    Ok(cholesky_inverse(l.as_ref(), par))
-}
-
-impl ProductScalar for f64 {
-    fn narrow(value: f64) -> Self {
-        value
-    }
-    fn widen(self) -> f64 {
-        self
-    }
-    fn operator(matrix: ArrayView2<'_, f64>) -> Operator<'_, Self> {
-        Operator::Borrowed(matrix.into_faer())
-    }
-    fn lowered(matrix: MatRef<'_, f64>) -> Operator<'_, Self> {
-        Operator::Borrowed(matrix)
-    }
-    fn inverse(h: ArrayView2<'_, f64>, par: Par) -> Result<Operator<'static, Self>> {
-        Ok(Operator::Owned(inverse_f64(h, par)?))
-    }
-}
-
-impl ProductScalar for f32 {
-    fn narrow(value: f64) -> Self {
-        value as f32
-    }
-    fn widen(self) -> f64 {
-        f64::from(self)
-    }
-    /// Reads `matrix[[j, i]]` for entry (i, j) of the column-major copy: the same value for a
-    /// symmetric matrix, and contiguous reads of the row-major original.
-    fn operator(matrix: ArrayView2<'_, f64>) -> Operator<'_, Self> {
-        Operator::Owned(Mat::from_fn(matrix.nrows(), matrix.ncols(), |i, j| matrix[[j, i]] as f32))
-    }
-    fn lowered(matrix: MatRef<'_, f64>) -> Operator<'_, Self> {
-        Operator::Owned(Mat::from_fn(matrix.nrows(), matrix.ncols(), |i, j| matrix[(i, j)] as f32))
-    }
-    /// Factored and inverted in f32 (it only preconditions, and twice as fast as f64); in f64 and
-    /// rounded when `H` is too ill-conditioned for an f32 Cholesky.
-    fn inverse(h: ArrayView2<'_, f64>, par: Par) -> Result<Operator<'static, Self>> {
-        let n = h.nrows();
-        let mut l = Mat::<f32>::from_fn(n, n, |i, j| if i >= j { h[[j, i]] as f32 } else { 0.0 });
-        let scratch = llt::factor::cholesky_in_place_scratch::<f32>(n, par, Default::default())
-            .or(llt::inverse::inverse_scratch::<f32>(n, par));
-        let mut buffer = MemBuffer::new(scratch);
-        let factored = llt::factor::cholesky_in_place(
-            l.as_mut(),
-            Default::default(),
-            par,
-            MemStack::new(&mut buffer),
-            Default::default(),
-        );
-        if factored.is_ok() {
-            let mut inverse = Mat::<f32>::zeros(n, n);
-            llt::inverse::inverse(inverse.as_mut(), l.as_ref(), par, MemStack::new(&mut buffer));
-            for j in 0..n {
-                for i in 0..j {
-                    inverse[(i, j)] = inverse[(j, i)];
-                }
-            }
-            if (0..n).all(|j| inverse.col(j).iter().all(|v| v.is_finite())) {
-                return Ok(Operator::Owned(inverse));
-            }
-        }
-        let g = inverse_f64(h, par)?;
-        Ok(Operator::Owned(Mat::from_fn(n, n, |i, j| g[(i, j)] as f32)))
-    }
-}
-
-/// An n×n operator the batch is multiplied by.
-pub(crate) enum Operator<'a, T> {
-    /// A view of the caller's matrix.
-    Borrowed(MatRef<'a, T>),
-    /// A matrix of its own.
-    Owned(Mat<T>),
-}
-
-impl<T> Operator<'_, T> {
-    pub(crate) fn view(&self) -> MatRef<'_, T> {
-        match self {
-            Self::Borrowed(m) => *m,
-            Self::Owned(m) => m.as_ref(),
-        }
-    }
-}
-
-/// `out = input · op` for row-major `rows × n` buffers and a symmetric `op`.
-pub(crate) fn product<T: ProductScalar>(input: &[T], rows: usize, op: MatRef<'_, T>, out: &mut [T], par: Par) {
-    let n = op.ncols();
-    faer::linalg::matmul::matmul(
-        MatMut::from_row_major_slice_mut(out, rows, n),
-        Accum::Replace,
-        MatRef::from_row_major_slice(input, rows, n),
-        op,
-        T::narrow(1.0),
-        par,
-    );
-}
-
-/// The shared preconditioner in the iterations' precision.
-enum Apply<T: 'static> {
-    Identity,
-    Diagonal(Vec<f64>),
-    Dense(Operator<'static, T>),
-}
-
 impl<T: ProductScalar> Apply<T> {
     fn build(kind: Preconditioner, h: ArrayView2<'_, f64>, par: Par) -> Result<Self> {
         Ok(match kind {
@@ -274,78 +150,20 @@ impl<T: ProductScalar> Apply<T> {
     }
 }
 
-/// The scalars of one live row.
-#[derive(Clone, Copy, Debug)]
-struct RowState {
-    global: usize,
-    iterations: usize,
-    /// `‖(H w)_S‖∞`, the scale of the relative residual.
-    scale: f64,
-    /// `rᵀz` of the current residual.
-    rz: f64,
-    /// `‖r‖∞` of the recurrence.
-    residual: f64,
-    /// The last step went nowhere (`pᵀHp ≤ 0` in the products' precision): check and restart.
-    stalled: bool,
-    /// A step or product was not finite.
-    broken: bool,
-}
-
-/// The live rows: iterates in f64, everything the GEMMs read or write in `T`, all row-major.
-///
-/// Only the iterate needs f64: the residual and direction are corrected by the f64 residual
-/// checks and restarts, so storing them in `T` costs no accuracy and halves the memory traffic of
-/// the fused passes in mixed precision.
-struct Batch<T> {
-    n: usize,
-    states: Vec<RowState>,
-    /// Iterates.
-    x: Vec<f64>,
-    /// 1 where the row keeps input j, 0 where it is pruned.
-    kept: Vec<T>,
-    /// Residuals `−(H(x − w))_S` (the preconditioner GEMM's input).
-    r: Vec<T>,
-    /// Directions (the Hessian GEMM's input).
-    p: Vec<T>,
-    /// GEMM output.
-    out: Vec<T>,
-}
-
 impl<T: ProductScalar> Batch<T> {
-    fn new(problem: &LayerProblem, rows: &[usize], x0: &Array2<f64>) -> Self {
+    /// The rows `rows` (global) at their starting weights `x0`, iterating on their kept inputs.
+    fn primal(problem: &LayerProblem, rows: &[usize], x0: &Array2<f64>) -> Self {
         let n = problem.cols();
         let mask = problem.mask();
-        let zero = T::narrow(0.0);
         let mut x = vec![0.0; rows.len() * n];
-        let mut kept = vec![zero; rows.len() * n];
+        let mut kept = vec![T::narrow(0.0); rows.len() * n];
         x.par_chunks_mut(n).zip(kept.par_chunks_mut(n)).zip(rows.par_iter()).for_each(|((x, kept), &i)| {
             for j in 0..n {
                 x[j] = x0[[i, j]];
                 kept[j] = T::narrow(if mask.is_pruned(i, j) { 0.0 } else { 1.0 });
             }
         });
-        let state = |&global: &usize| RowState {
-            global,
-            iterations: 0,
-            scale: 1.0,
-            rz: 0.0,
-            residual: 0.0,
-            stalled: false,
-            broken: false,
-        };
-        Self {
-            n,
-            states: rows.iter().map(state).collect(),
-            x,
-            kept,
-            r: vec![zero; rows.len() * n],
-            p: vec![zero; rows.len() * n],
-            out: vec![zero; rows.len() * n],
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.states.len()
+        Self::new(n, rows.iter().map(|&i| RowState::new(i)).collect(), x, kept)
     }
 
     /// `rows(local) ↦ values` gathered row-major, then multiplied by `h` in f64.
@@ -372,7 +190,7 @@ impl<T: ProductScalar> Batch<T> {
         let hw = self.product_f64(&all, h, par, |state, _, dst| {
             dst.iter_mut().zip(weight.row(state.global)).for_each(|(d, w)| *d = *w);
         });
-        self.states.par_iter_mut().zip(self.kept.par_chunks(n)).zip(hw.par_chunks(n)).for_each(
+        self.states.par_iter_mut().zip(self.active.par_chunks(n)).zip(hw.par_chunks(n)).for_each(
             |((state, kept), hw)| {
                 let scale = hw.iter().zip(kept).fold(0.0f64, |m, (v, k)| m.max((v * k.widen()).abs()));
                 state.scale = scale.max(TINY);
@@ -394,7 +212,7 @@ impl<T: ProductScalar> Batch<T> {
         product(&d, self.len(), h, &mut self.out, par);
         self.r
             .par_chunks_mut(n)
-            .zip(self.out.par_chunks(n).zip(self.kept.par_chunks(n)))
+            .zip(self.out.par_chunks(n).zip(self.active.par_chunks(n)))
             .zip(self.states.par_iter_mut())
             .for_each(|((r, (q, kept)), state)| {
                 state.residual = lane_max(r.iter_mut().zip(q).zip(kept).map(|((r, q), k)| {
@@ -417,152 +235,12 @@ impl<T: ProductScalar> Batch<T> {
             }
         });
         out.par_chunks_mut(n).zip(rows.par_iter()).for_each(|(res, &i)| {
-            for (v, k) in res.iter_mut().zip(&self.kept[i * n..(i + 1) * n]) {
+            for (v, k) in res.iter_mut().zip(&self.active[i * n..(i + 1) * n]) {
                 *v *= -k.widen();
             }
         });
         out
     }
-
-    /// One CG step of every live row: `q = H p`, then `x += α p`, `r −= α q`.
-    fn step(&mut self, h: MatRef<'_, T>, par: Par) {
-        let n = self.n;
-        product(&self.p, self.len(), h, &mut self.out, par);
-        self.x
-            .par_chunks_mut(n)
-            .zip(self.r.par_chunks_mut(n))
-            .zip(self.p.par_chunks(n).zip(self.kept.par_chunks(n)).zip(self.out.par_chunks(n)))
-            .zip(self.states.par_iter_mut())
-            .for_each(|(((x, r), ((p, kept), q)), state)| {
-                let pq = lane_sum(p.iter().zip(q).zip(kept).map(|((p, q), k)| p.widen() * q.widen() * k.widen()));
-                state.broken |= !(pq.is_finite() && state.rz.is_finite());
-                let descends = pq > 0.0;
-                state.stalled = !descends;
-                let alpha = if descends { state.rz / pq } else { 0.0 };
-                let updated =
-                    x.iter_mut().zip(r.iter_mut()).zip(p.iter().zip(q).zip(kept)).map(|((x, r), ((p, q), k))| {
-                        *x += alpha * p.widen();
-                        let rj = r.widen() - alpha * q.widen() * k.widen();
-                        *r = T::narrow(rj);
-                        rj.abs()
-                    });
-                state.residual = lane_max(updated);
-                state.iterations += 1;
-            });
-    }
-
-    /// New directions `p = z + β p` (`β = 0` when `restart`) of the local rows `rows` (all when
-    /// `None`), with `z` the preconditioned residual.
-    fn directions(&mut self, rows: Option<&[usize]>, precond: &Apply<T>, restart: bool, par: Par) {
-        let n = self.n;
-        let live = self.len();
-        let mut slot: Vec<Option<usize>> = vec![None; live];
-        match rows {
-            None => slot.iter_mut().enumerate().for_each(|(i, s)| *s = Some(i)),
-            Some(rows) => rows.iter().enumerate().for_each(|(c, &i)| slot[i] = Some(c)),
-        }
-        let mut gathered: Vec<T> = Vec::new();
-        if let Apply::Dense(g) = precond {
-            match rows {
-                None => product(&self.r, live, g.view(), &mut self.out, par),
-                Some(rows) => {
-                    let mut input = Vec::with_capacity(rows.len() * n);
-                    for &i in rows {
-                        input.extend_from_slice(&self.r[i * n..(i + 1) * n]);
-                    }
-                    gathered = vec![T::narrow(0.0); rows.len() * n];
-                    product(&input, rows.len(), g.view(), &mut gathered, par);
-                }
-            }
-        }
-        let products: &[T] = if rows.is_none() { &self.out } else { &gathered };
-        self.p
-            .par_chunks_mut(n)
-            .zip(self.r.par_chunks(n).zip(self.kept.par_chunks(n)))
-            .zip(self.states.par_iter_mut())
-            .zip(slot.par_iter())
-            .for_each(|(((p, (r, kept)), state), slot)| {
-                let Some(c) = *slot else { return };
-                let continues = !restart && state.rz > 0.0;
-                let rz = match precond {
-                    Apply::Dense(_) => {
-                        let z = &products[c * n..(c + 1) * n];
-                        let rz =
-                            lane_sum(r.iter().zip(z).zip(kept).map(|((r, z), k)| r.widen() * z.widen() * k.widen()));
-                        let beta = if continues { rz / state.rz } else { 0.0 };
-                        for ((p, z), k) in p.iter_mut().zip(z).zip(kept) {
-                            *p = T::narrow(z.widen() * k.widen() + beta * p.widen());
-                        }
-                        rz
-                    }
-                    Apply::Diagonal(d) => {
-                        let rz = lane_sum(r.iter().zip(d).map(|(r, d)| r.widen() * r.widen() * d));
-                        let beta = if continues { rz / state.rz } else { 0.0 };
-                        for ((p, r), d) in p.iter_mut().zip(r).zip(d) {
-                            *p = T::narrow(r.widen() * d + beta * p.widen());
-                        }
-                        rz
-                    }
-                    Apply::Identity => {
-                        let rz = lane_sum(r.iter().map(|r| r.widen() * r.widen()));
-                        let beta = if continues { rz / state.rz } else { 0.0 };
-                        for (p, r) in p.iter_mut().zip(r) {
-                            *p = T::narrow(r.widen() + beta * p.widen());
-                        }
-                        rz
-                    }
-                };
-                state.broken |= !rz.is_finite();
-                state.rz = rz;
-                if restart {
-                    state.stalled = false;
-                }
-            });
-    }
-
-    /// Moves the local rows `keep` (ascending) to the front and drops the rest.
-    fn retain(&mut self, keep: &[usize]) {
-        let n = self.n;
-        compact(&mut self.x, n, keep);
-        compact(&mut self.kept, n, keep);
-        compact(&mut self.r, n, keep);
-        compact(&mut self.p, n, keep);
-        compact(&mut self.states, 1, keep);
-        self.out.truncate(keep.len() * n);
-    }
-}
-
-/// Lanes of the reductions below: independent partial results the compiler can keep in one
-/// vector register (an in-order sum or max cannot be vectorized).
-const LANES: usize = 8;
-
-/// `Σ values` over [`LANES`] partial sums.
-pub(crate) fn lane_sum(values: impl Iterator<Item = f64>) -> f64 {
-    let mut lanes = [0.0f64; LANES];
-    for (i, v) in values.enumerate() {
-        lanes[i % LANES] += v;
-    }
-    lanes.iter().sum()
-}
-
-/// `max values` (of non-negative values; NaN propagates) over [`LANES`] partial maxima.
-pub(crate) fn lane_max(values: impl Iterator<Item = f64>) -> f64 {
-    let mut lanes = [0.0f64; LANES];
-    for (i, v) in values.enumerate() {
-        let lane = &mut lanes[i % LANES];
-        *lane = if v > *lane || v.is_nan() { v } else { *lane };
-    }
-    lanes.iter().fold(0.0f64, |m, &v| if v > m || v.is_nan() { v } else { m })
-}
-
-/// Moves the `width`-long rows `keep` (ascending) of `buffer` to its front and truncates it.
-pub(crate) fn compact<V: Copy>(buffer: &mut Vec<V>, width: usize, keep: &[usize]) {
-    for (k, &i) in keep.iter().enumerate() {
-        if i != k {
-            buffer.copy_within(i * width..(i + 1) * width, k * width);
-        }
-    }
-    buffer.truncate(keep.len() * width);
 }
 
 /// Runs PCG on `rows` (global indices) from `x` (every row's starting weights, masked), up to the
@@ -603,7 +281,7 @@ impl<'a, T: ProductScalar> PcgOperators<'a, T> {
         let h64 = problem.hessian().matrix().into_faer();
         let h_low = &self.h_low;
         let mut outcome = Outcome::new(problem);
-        let mut batch = Batch::<T>::new(problem, rows, x0);
+        let mut batch = Batch::<T>::primal(problem, rows, x0);
         batch.set_scales(problem, h64, par);
         batch.start(problem, h_low.view(), precond, par);
         // Rows already at the tolerance (nothing pruned, an exact warm start) finish once the
