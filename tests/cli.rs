@@ -216,6 +216,17 @@ fn a_memory_budget_chunks_the_solve_to_the_same_answer_or_refuses_before_it() {
     assert!((ea - eb).abs() <= 1e-9 * ea, "{ea} vs {eb}");
     assert_eq!(a["failed_rows"], 0);
     assert_eq!(b["failed_rows"], 0);
+    // dual-pcg (its own default precision, mixed) reaches the same optimum through the CLI.
+    let dual = {
+        let (problem, out) = (s(&problem), s(&dir.path().join("dual.safetensors")));
+        optima(&["solve", "--problem", &problem, "--pattern", "2:4", "--solver", "dual-pcg", "--json", "--out", &out])
+    };
+    assert!(dual.status.success(), "{}", String::from_utf8_lossy(&dual.stderr));
+    let d: serde_json::Value = serde_json::from_slice(&dual.stdout).unwrap();
+    assert_eq!(d["solver"], "dual-pcg");
+    assert_eq!(d["failed_rows"], 0);
+    let ed = d["relative_error"].as_f64().unwrap();
+    assert!((ea - ed).abs() <= 1e-6 * ea, "{ea} vs {ed}");
     let refused = solve(&["--max-memory", "1M"], &dir.path().join("never.safetensors"));
     fails_cleanly(&refused, "memory budget");
     assert!(!dir.path().join("never.safetensors").exists());
