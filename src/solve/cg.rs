@@ -316,10 +316,10 @@ impl<T: ProductScalar> Batch<T> {
 
 /// Lanes of the reductions below: independent partial results the compiler can keep in one
 /// vector register (an in-order sum or max cannot be vectorized).
-pub(crate) const LANES: usize = 8;
+const LANES: usize = 8;
 
 /// `Σ values` over [`LANES`] partial sums.
-pub(crate) fn lane_sum(values: impl Iterator<Item = f64>) -> f64 {
+fn lane_sum(values: impl Iterator<Item = f64>) -> f64 {
     let mut lanes = [0.0f64; LANES];
     for (i, v) in values.enumerate() {
         lanes[i % LANES] += v;

@@ -84,7 +84,7 @@ impl QpSolver for DualPcgSolver {
 }
 
 /// Working memory of [`DualPcgSolver`] over `cols` inputs.
-pub(crate) fn dual_pcg_memory(cols: usize, precision: Precision) -> MemoryEstimate {
+fn dual_pcg_memory(cols: usize, precision: Precision) -> MemoryEstimate {
     let square = cols * cols;
     let lowered = if precision == Precision::Mixed { Bytes::f32s(2 * square) } else { Bytes(0) };
     MemoryEstimate { fixed: Bytes::f64s(2 * square) + lowered, per_row: Bytes::f64s(12 * cols) }

@@ -133,7 +133,7 @@ impl QpSolver for PcgSolver {
 }
 
 /// Working memory of [`run_pcg`] over `cols` inputs (see [`PcgSolver::memory_estimate`]).
-pub(crate) fn pcg_memory(cols: usize, preconditioner: Preconditioner, precision: Precision) -> MemoryEstimate {
+fn pcg_memory(cols: usize, preconditioner: Preconditioner, precision: Precision) -> MemoryEstimate {
     let square = cols * cols;
     let inverse = if preconditioner == Preconditioner::InverseHessian { Bytes::f64s(2 * square) } else { Bytes(0) };
     let lowered = if precision == Precision::Mixed { Bytes::f32s(2 * square) } else { Bytes(0) };
@@ -245,7 +245,7 @@ impl<T: ProductScalar> Batch<T> {
 
 /// Runs PCG on `rows` (global indices) from `x` (every row's starting weights, masked), up to the
 /// cap.
-pub(crate) fn run_pcg(
+fn run_pcg(
     problem: &LayerProblem,
     rows: &[usize],
     x: Array2<f64>,
@@ -260,7 +260,7 @@ pub(crate) fn run_pcg(
 
 /// PCG's operators for one problem, in the products' precision `T`: built once (the inverse
 /// preconditioner costs `n³`), then run on any set of rows.
-pub(crate) struct PcgOperators<'a, T: 'static> {
+struct PcgOperators<'a, T: 'static> {
     problem: &'a LayerProblem,
     h_low: Operator<'a, T>,
     precond: Apply<T>,
@@ -268,14 +268,14 @@ pub(crate) struct PcgOperators<'a, T: 'static> {
 
 impl<'a, T: ProductScalar> PcgOperators<'a, T> {
     /// `H` in `T` and the shared preconditioner.
-    pub(crate) fn new(problem: &'a LayerProblem, preconditioner: Preconditioner, par: Parallelism) -> Result<Self> {
+    fn new(problem: &'a LayerProblem, preconditioner: Preconditioner, par: Parallelism) -> Result<Self> {
         let h = problem.hessian().matrix();
         Ok(Self { problem, h_low: T::operator(h), precond: Apply::<T>::build(preconditioner, h, par.faer())? })
     }
 
     /// Runs PCG on `rows` (global indices) from `x0` (every row's starting weights, masked), up
     /// to the cap of `s`; the outcome holds those rows.
-    pub(crate) fn run(&self, rows: &[usize], x0: &Array2<f64>, s: &IterativeSettings) -> Result<Outcome> {
+    fn run(&self, rows: &[usize], x0: &Array2<f64>, s: &IterativeSettings) -> Result<Outcome> {
         let (problem, precond) = (self.problem, &self.precond);
         let par = s.parallelism.faer();
         let h64 = problem.hessian().matrix().into_faer();
