@@ -245,12 +245,7 @@ impl<T: ProductScalar> Batch<T> {
 
 /// Runs PCG on `rows` (global indices) from `x` (every row's starting weights, masked), up to the
 /// cap.
-fn run_pcg(
-    problem: &LayerProblem,
-    rows: &[usize],
-    x: Array2<f64>,
-    settings: &PcgSettings,
-) -> Result<Outcome> {
+fn run_pcg(problem: &LayerProblem, rows: &[usize], x: Array2<f64>, settings: &PcgSettings) -> Result<Outcome> {
     let (kind, s) = (settings.preconditioner, &settings.iterative);
     match settings.precision {
         Precision::Double => PcgOperators::<f64>::new(problem, kind, s.parallelism)?.run(rows, &x, s),
