@@ -147,7 +147,7 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
         let mut outcome = Outcome::new(self.problem);
         let (mut batch, mut gains) = self.start(rows, start, par);
         // Rows with nothing pruned (or an exact warm start) are candidates at once.
-        let mut candidates = self.candidates(&mut batch, &mut gains, s, par);
+        let mut candidates = self.candidates(&batch, &mut gains, s, par);
         loop {
             if !candidates.is_empty() {
                 let checked = self.check(&batch, &candidates, par);
@@ -201,7 +201,7 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
                     state.global, state.iterations
                 )));
             }
-            candidates = self.candidates(&mut batch, &mut gains, s, par);
+            candidates = self.candidates(&batch, &mut gains, s, par);
         }
         Ok(outcome)
     }
@@ -211,7 +211,7 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
     /// rows whose gain says they may be done), meets the tolerance. The estimate also corrects
     /// those rows' gains (`gains[i]` estimates `‖(H E_P r)_S‖∞ / ‖r‖∞` of local row `i`): the
     /// primal residual falls more slowly than the dual one.
-    fn candidates(&self, batch: &mut Batch<T>, gains: &mut [f64], s: &IterativeSettings, par: Par) -> Vec<usize> {
+    fn candidates(&self, batch: &Batch<T>, gains: &mut [f64], s: &IterativeSettings, par: Par) -> Vec<usize> {
         let n = batch.n;
         let forced = |state: &RowState| state.stalled || state.iterations >= s.max_iterations;
         let due: Vec<usize> = (0..batch.len())
