@@ -205,6 +205,23 @@ impl<T: ProductScalar> Batch<T> {
         self.states.len()
     }
 
+    /// The local rows `rows`, each filled by `fill(state, local, row)` into an f64 row-major
+    /// buffer, multiplied by `h` in f64.
+    pub(crate) fn product_f64(
+        &self,
+        rows: &[usize],
+        h: MatRef<'_, f64>,
+        par: Par,
+        fill: impl Fn(&RowState, usize, &mut [f64]) + Sync,
+    ) -> Vec<f64> {
+        let n = self.n;
+        let mut input = vec![0.0; rows.len() * n];
+        input.par_chunks_mut(n).zip(rows.par_iter()).for_each(|(dst, &i)| fill(&self.states[i], i, dst));
+        let mut out = vec![0.0; rows.len() * n];
+        product(&input, rows.len(), h, &mut out, par);
+        out
+    }
+
     /// One CG step of every live row with the shared operator `A`: `q = A p`, then `x += α p`,
     /// `r −= α q` on the row's entries.
     pub(crate) fn step(&mut self, a: MatRef<'_, T>, par: Par) {

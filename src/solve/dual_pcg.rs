@@ -258,15 +258,11 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
             }
         });
         let mut input = vec![zero; live * n];
-        let mut r = vec![zero; live * n];
-        input.par_chunks_mut(n).zip(r.par_chunks_mut(n)).zip(rows.par_iter().zip(pruned.par_chunks(n))).for_each(
-            |((input, r), (&i, pruned))| {
-                for (((a, b), w), k) in input.iter_mut().zip(r.iter_mut()).zip(weight.row(i)).zip(pruned) {
-                    *a = T::narrow(*w);
-                    *b = T::narrow(w * k.widen());
-                }
-            },
-        );
+        input.par_chunks_mut(n).zip(rows.par_iter()).for_each(|(input, &i)| {
+            for (a, w) in input.iter_mut().zip(weight.row(i)) {
+                *a = T::narrow(*w);
+            }
+        });
         let mut hw = vec![zero; live * n];
         product(&input, live, self.h_low.view(), &mut hw, par);
         let h = problem.hessian().matrix();
@@ -296,7 +292,14 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
             })
             .unzip();
         let mut batch = Batch::new(n, states, vec![0.0; live * n], pruned);
-        batch.r = r;
+        // λ = 0: the first residual is w_P, exactly.
+        batch.r.par_chunks_mut(n).zip(input.par_chunks(n)).zip(batch.active.par_chunks(n)).for_each(
+            |((r, w), pruned)| {
+                for ((r, w), k) in r.iter_mut().zip(w).zip(pruned) {
+                    *r = T::narrow(w.widen() * k.widen());
+                }
+            },
+        );
         if let Start::Warm(x0) = start {
             self.warm(&mut batch, x0, par);
         }
@@ -308,14 +311,12 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
     fn warm(&self, batch: &mut Batch<T>, x0: &Array2<f64>, par: Par) {
         let n = batch.n;
         let weight = self.problem.weight();
-        let mut d = vec![0.0; batch.len() * n];
-        d.par_chunks_mut(n).zip(batch.states.par_iter()).for_each(|(d, state)| {
+        let all: Vec<usize> = (0..batch.len()).collect();
+        let hd = batch.product_f64(&all, self.problem.hessian().matrix().into_faer(), par, |state, _, d| {
             for ((d, x), w) in d.iter_mut().zip(x0.row(state.global)).zip(weight.row(state.global)) {
                 *d = x - w;
             }
         });
-        let mut hd = vec![0.0; batch.len() * n];
-        product(&d, batch.len(), self.problem.hessian().matrix().into_faer(), &mut hd, par);
         batch.x.par_chunks_mut(n).zip(hd.par_chunks(n)).zip(batch.active.par_chunks(n)).for_each(
             |((lambda, hd), pruned)| {
                 for ((l, v), k) in lambda.iter_mut().zip(hd).zip(pruned) {
@@ -323,7 +324,6 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
                 }
             },
         );
-        let all: Vec<usize> = (0..batch.len()).collect();
         let (_, dual) = self.recover(batch, &all, par);
         for ((r, v), state) in batch.r.chunks_mut(n).zip(dual.chunks(n)).zip(batch.states.iter_mut()) {
             for (r, v) in r.iter_mut().zip(v) {
@@ -338,13 +338,10 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
     fn recover(&self, batch: &Batch<T>, rows: &[usize], par: Par) -> (Vec<f64>, Vec<f64>) {
         let n = batch.n;
         let weight = self.problem.weight();
-        let mut input = vec![0.0; rows.len() * n];
-        input.par_chunks_mut(n).zip(rows.par_iter()).for_each(|(dst, &i)| {
+        let mut u = batch.product_f64(rows, self.g64, par, |_, i, dst| {
             dst.copy_from_slice(&batch.x[i * n..(i + 1) * n]);
         });
-        let mut u = vec![0.0; rows.len() * n];
-        product(&input, rows.len(), self.g64, &mut u, par);
-        let mut dual = input;
+        let mut dual = vec![0.0; rows.len() * n];
         u.par_chunks_mut(n).zip(dual.par_chunks_mut(n)).zip(rows.par_iter()).for_each(|((u, dual), &i)| {
             let pruned = &batch.active[i * n..(i + 1) * n];
             for (((u, d), w), k) in

@@ -166,22 +166,6 @@ impl<T: ProductScalar> Batch<T> {
         Self::new(n, rows.iter().map(|&i| RowState::new(i)).collect(), x, kept)
     }
 
-    /// `rows(local) ↦ values` gathered row-major, then multiplied by `h` in f64.
-    fn product_f64(
-        &self,
-        rows: &[usize],
-        h: MatRef<'_, f64>,
-        par: Par,
-        fill: impl Fn(&RowState, usize, &mut [f64]) + Sync,
-    ) -> Vec<f64> {
-        let n = self.n;
-        let mut input = vec![0.0; rows.len() * n];
-        input.par_chunks_mut(n).zip(rows.par_iter()).for_each(|(dst, &i)| fill(&self.states[i], i, dst));
-        let mut out = vec![0.0; rows.len() * n];
-        product(&input, rows.len(), h, &mut out, par);
-        out
-    }
-
     /// Sets every row's scale `‖(H w)_S‖∞` (one f64 GEMM).
     fn set_scales(&mut self, problem: &LayerProblem, h: MatRef<'_, f64>, par: Par) {
         let n = self.n;
