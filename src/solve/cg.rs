@@ -232,21 +232,33 @@ impl<T: ProductScalar> Batch<T> {
             .zip(self.r.par_chunks_mut(n))
             .zip(self.p.par_chunks(n).zip(self.active.par_chunks(n)).zip(self.out.par_chunks(n)))
             .zip(self.states.par_iter_mut())
+            .for_each(|(((x, r), ((p, active), q)), state)| step_row(x, r, p, active, q, state));
+    }
+
+    /// A full CG iteration of every live row: [`step`](Self::step), then new directions. With a
+    /// diagonal (or no) preconditioner both run in one pass, each row's direction while the row
+    /// is still in cache.
+    pub(crate) fn iterate(&mut self, a: MatRef<'_, T>, precond: &Apply<T>, par: Par) {
+        let diagonal = match precond {
+            Apply::Dense(_) => {
+                self.step(a, par);
+                self.directions(None, precond, false, par);
+                return;
+            }
+            Apply::Diagonal(d) => Some(d.as_slice()),
+            Apply::Identity => None,
+        };
+        let n = self.n;
+        product(&self.p, self.len(), a, &mut self.out, par);
+        self.x
+            .par_chunks_mut(n)
+            .zip(self.r.par_chunks_mut(n))
+            .zip(self.p.par_chunks_mut(n).zip(self.active.par_chunks(n)).zip(self.out.par_chunks(n)))
+            .zip(self.states.par_iter_mut())
             .for_each(|(((x, r), ((p, active), q)), state)| {
-                let pq = lane_sum(p.iter().zip(q).zip(active).map(|((p, q), k)| p.widen() * q.widen() * k.widen()));
-                state.broken |= !(pq.is_finite() && state.rz.is_finite());
-                let descends = pq > 0.0;
-                state.stalled = !descends;
-                let alpha = if descends { state.rz / pq } else { 0.0 };
-                let updated =
-                    x.iter_mut().zip(r.iter_mut()).zip(p.iter().zip(q).zip(active)).map(|((x, r), ((p, q), k))| {
-                        *x += alpha * p.widen();
-                        let rj = r.widen() - alpha * q.widen() * k.widen();
-                        *r = T::narrow(rj);
-                        rj.abs()
-                    });
-                state.residual = lane_max(updated);
-                state.iterations += 1;
+                step_row(x, r, p, active, q, state);
+                let z = diagonal.map_or(RowPreconditioner::Identity, RowPreconditioner::Diagonal);
+                direction_row(p, r, z, false, state);
             });
     }
 
@@ -282,40 +294,12 @@ impl<T: ProductScalar> Batch<T> {
             .zip(slot.par_iter())
             .for_each(|(((p, (r, active)), state), slot)| {
                 let Some(c) = *slot else { return };
-                let continues = !restart && state.rz > 0.0;
-                let rz = match precond {
-                    Apply::Dense(_) => {
-                        let z = &products[c * n..(c + 1) * n];
-                        let rz =
-                            lane_sum(r.iter().zip(z).zip(active).map(|((r, z), k)| r.widen() * z.widen() * k.widen()));
-                        let beta = if continues { rz / state.rz } else { 0.0 };
-                        for ((p, z), k) in p.iter_mut().zip(z).zip(active) {
-                            *p = T::narrow(z.widen() * k.widen() + beta * p.widen());
-                        }
-                        rz
-                    }
-                    Apply::Diagonal(d) => {
-                        let rz = lane_sum(r.iter().zip(d).map(|(r, d)| r.widen() * r.widen() * d));
-                        let beta = if continues { rz / state.rz } else { 0.0 };
-                        for ((p, r), d) in p.iter_mut().zip(r).zip(d) {
-                            *p = T::narrow(r.widen() * d + beta * p.widen());
-                        }
-                        rz
-                    }
-                    Apply::Identity => {
-                        let rz = lane_sum(r.iter().map(|r| r.widen() * r.widen()));
-                        let beta = if continues { rz / state.rz } else { 0.0 };
-                        for (p, r) in p.iter_mut().zip(r) {
-                            *p = T::narrow(r.widen() + beta * p.widen());
-                        }
-                        rz
-                    }
+                let z = match precond {
+                    Apply::Dense(_) => RowPreconditioner::Product { z: &products[c * n..(c + 1) * n], active },
+                    Apply::Diagonal(d) => RowPreconditioner::Diagonal(d),
+                    Apply::Identity => RowPreconditioner::Identity,
                 };
-                state.broken |= !rz.is_finite();
-                state.rz = rz;
-                if restart {
-                    state.stalled = false;
-                }
+                direction_row(p, r, z, restart, state);
             });
     }
 
@@ -328,6 +312,76 @@ impl<T: ProductScalar> Batch<T> {
         compact(&mut self.p, n, keep);
         compact(&mut self.states, 1, keep);
         self.out.truncate(keep.len() * n);
+    }
+}
+
+/// The step of one row: `α = rᵀz / pᵀq`, `x += α p`, `r −= α q` on the row's entries.
+fn step_row<T: ProductScalar>(x: &mut [f64], r: &mut [T], p: &[T], active: &[T], q: &[T], state: &mut RowState) {
+    let pq = lane_sum(p.iter().zip(q).zip(active).map(|((p, q), k)| p.widen() * q.widen() * k.widen()));
+    state.broken |= !(pq.is_finite() && state.rz.is_finite());
+    let descends = pq > 0.0;
+    state.stalled = !descends;
+    let alpha = if descends { state.rz / pq } else { 0.0 };
+    let updated = x.iter_mut().zip(r.iter_mut()).zip(p.iter().zip(q).zip(active)).map(|((x, r), ((p, q), k))| {
+        *x += alpha * p.widen();
+        let rj = r.widen() - alpha * q.widen() * k.widen();
+        *r = T::narrow(rj);
+        rj.abs()
+    });
+    state.residual = lane_max(updated);
+    state.iterations += 1;
+}
+
+/// The preconditioned residual `z` of one row.
+enum RowPreconditioner<'a, T> {
+    /// `z = r`.
+    Identity,
+    /// `z = diag(d) r`.
+    Diagonal(&'a [f64]),
+    /// `z` computed by a product, restricted to the row's entries `active`.
+    Product { z: &'a [T], active: &'a [T] },
+}
+
+/// The new direction of one row, `p = z + β p` with `β = 0` when `restart`.
+fn direction_row<T: ProductScalar>(
+    p: &mut [T],
+    r: &[T],
+    z: RowPreconditioner<'_, T>,
+    restart: bool,
+    state: &mut RowState,
+) {
+    let continues = !restart && state.rz > 0.0;
+    let beta = |rz: f64| if continues { rz / state.rz } else { 0.0 };
+    let rz = match z {
+        RowPreconditioner::Identity => {
+            let rz = lane_sum(r.iter().map(|r| r.widen() * r.widen()));
+            let beta = beta(rz);
+            for (p, r) in p.iter_mut().zip(r) {
+                *p = T::narrow(r.widen() + beta * p.widen());
+            }
+            rz
+        }
+        RowPreconditioner::Diagonal(d) => {
+            let rz = lane_sum(r.iter().zip(d).map(|(r, d)| r.widen() * r.widen() * d));
+            let beta = beta(rz);
+            for ((p, r), d) in p.iter_mut().zip(r).zip(d) {
+                *p = T::narrow(r.widen() * d + beta * p.widen());
+            }
+            rz
+        }
+        RowPreconditioner::Product { z, active } => {
+            let rz = lane_sum(r.iter().zip(z).zip(active).map(|((r, z), k)| r.widen() * z.widen() * k.widen()));
+            let beta = beta(rz);
+            for ((p, z), k) in p.iter_mut().zip(z).zip(active) {
+                *p = T::narrow(z.widen() * k.widen() + beta * p.widen());
+            }
+            rz
+        }
+    };
+    state.broken |= !rz.is_finite();
+    state.rz = rz;
+    if restart {
+        state.stalled = false;
     }
 }
 

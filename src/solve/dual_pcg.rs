@@ -193,8 +193,7 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
             if batch.len() == 0 {
                 break;
             }
-            batch.step(self.g_low.view(), par);
-            batch.directions(None, &self.precond, false, par);
+            batch.iterate(self.g_low.view(), &self.precond, par);
             if let Some(state) = batch.states.iter().find(|state| state.broken) {
                 return Err(OptimaError::Numerical(format!(
                     "dual PCG step of row {} became non-finite at iteration {}",

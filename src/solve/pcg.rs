@@ -307,8 +307,7 @@ impl<'a, T: ProductScalar> PcgOperators<'a, T> {
             if batch.len() == 0 {
                 break;
             }
-            batch.step(h_low.view(), par);
-            batch.directions(None, precond, false, par);
+            batch.iterate(h_low.view(), precond, par);
             if let Some(state) = batch.states.iter().find(|state| state.broken) {
                 return Err(OptimaError::Numerical(format!(
                     "PCG step of row {} became non-finite at iteration {}",
