@@ -95,6 +95,12 @@ impl Mask {
         self.bits.get(i * self.words..(i + 1) * self.words).unwrap_or_default()
     }
 
+    /// Whether each entry of row `i` is pruned, in column order (nothing outside the mask).
+    pub fn row_pruned(&self, i: usize) -> impl Iterator<Item = bool> + '_ {
+        let cols = if i < self.rows { self.cols } else { 0 };
+        self.row_words(i).iter().flat_map(|word| (0..64).map(move |b| word >> b & 1 == 1)).take(cols)
+    }
+
     /// Number of pruned entries in row `i`.
     pub fn pruned_in_row(&self, i: usize) -> usize {
         self.row_words(i).iter().map(|w| w.count_ones() as usize).sum()

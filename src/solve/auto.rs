@@ -195,8 +195,7 @@ impl AutoSolver {
             let rest = (0..m).filter(|i| !probe.contains(i)).collect();
             (probe, rest)
         };
-        let measured = par.install(|| pcg.run(&probe, start, &capped(max_iterations)))??;
-        outcome.absorb(&measured, &probe);
+        par.install(|| pcg.run(&probe, start, &capped(max_iterations), &mut outcome))??;
         let mut exact: Vec<usize> =
             probe.iter().copied().filter(|&i| outcome.status[i] != RowStatus::ReachedTolerance).collect();
         if !rest.is_empty() {
@@ -207,8 +206,7 @@ impl AutoSolver {
             let pcg_rest = rest.len() as f64 * (mean * iteration_cost(n) + row_overhead(n));
             if pcg_rest < direct_rest {
                 let cap = max_iterations.max((1.25 * most as f64).ceil() as usize);
-                let solved = par.install(|| pcg.run(&rest, start, &capped(cap)))??;
-                outcome.absorb(&solved, &rest);
+                par.install(|| pcg.run(&rest, start, &capped(cap), &mut outcome))??;
                 exact.extend(rest.iter().copied().filter(|&i| outcome.status[i] != RowStatus::ReachedTolerance));
             } else {
                 exact.extend(rest);

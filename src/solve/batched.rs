@@ -118,16 +118,6 @@ impl Outcome {
         self.finish(global, x.row(local), iterations, status);
     }
 
-    /// Takes over rows `rows` from `other` (an outcome of the same problem).
-    #[allow(clippy::indexing_slicing)] // row indices come from 0..m.
-    pub(crate) fn absorb(&mut self, other: &Outcome, rows: &[usize]) {
-        for &i in rows {
-            self.weight.row_mut(i).assign(&other.weight.row(i));
-            self.iterations[i] = other.iterations[i];
-            self.status[i] = other.status[i];
-        }
-    }
-
     /// Records `x` as global row `global`.
     #[allow(clippy::indexing_slicing)] // global indices come from 0..m.
     pub(crate) fn finish(

@@ -205,21 +205,25 @@ impl<T: ProductScalar> Batch<T> {
         self.states.len()
     }
 
-    /// The local rows `rows`, each filled by `fill(state, local, row)` into an f64 row-major
-    /// buffer, multiplied by `h` in f64.
+    /// The local rows `rows`, the `c`-th filled by `fill(c, local, row)` into the f64 row-major
+    /// buffer `input`, multiplied by `h` in f64 into `out` (both resized; callers that check
+    /// repeatedly reuse them).
     pub(crate) fn product_f64(
         &self,
         rows: &[usize],
         h: MatRef<'_, f64>,
         par: Par,
-        fill: impl Fn(&RowState, usize, &mut [f64]) + Sync,
-    ) -> Vec<f64> {
+        fill: impl Fn(usize, usize, &mut [f64]) + Sync,
+        input: &mut Vec<f64>,
+        out: &mut Vec<f64>,
+    ) {
         let n = self.n;
-        let mut input = vec![0.0; rows.len() * n];
-        input.par_chunks_mut(n).zip(rows.par_iter()).for_each(|(dst, &i)| fill(&self.states[i], i, dst));
-        let mut out = vec![0.0; rows.len() * n];
-        product(&input, rows.len(), h, &mut out, par);
-        out
+        input.resize(rows.len() * n, 0.0);
+        input.truncate(rows.len() * n);
+        input.par_chunks_mut(n).zip(rows.par_iter()).enumerate().for_each(|(c, (dst, &i))| fill(c, i, dst));
+        out.resize(rows.len() * n, 0.0);
+        out.truncate(rows.len() * n);
+        product(input, rows.len(), h, out, par);
     }
 
     /// One CG step of every live row with the shared operator `A`: `q = A p`, then `x += α p`,

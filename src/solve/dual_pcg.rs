@@ -75,10 +75,12 @@ impl QpSolver for DualPcgSolver {
         solve_batched(self.name(), problem, warm_start, s.parallelism, |x0| {
             let inverse = HessianInverse::new(problem, s.parallelism)?;
             let start = if warm { Start::Warm(&x0) } else { Start::Zero };
+            let mut outcome = Outcome::new(problem);
             match self.settings.precision {
-                Precision::Double => DualOperators::<f64>::new(problem, &inverse).run(&rows, start, &s),
-                Precision::Mixed => DualOperators::<f32>::new(problem, &inverse).run(&rows, start, &s),
-            }
+                Precision::Double => DualOperators::<f64>::new(problem, &inverse).run(&rows, start, &s, &mut outcome),
+                Precision::Mixed => DualOperators::<f32>::new(problem, &inverse).run(&rows, start, &s, &mut outcome),
+            }?;
+            Ok(outcome)
         })
     }
 }
@@ -123,12 +125,30 @@ pub(crate) struct DualOperators<'a, T: 'static> {
     precond: Apply<T>,
 }
 
-/// A check of some rows: their recovered weights and dual residuals (f64, row-major), and their
-/// primal residuals `‖(H(x − w))_S‖∞`.
-struct Checked {
-    x: Vec<f64>,
-    dual: Vec<f64>,
-    primal: Vec<f64>,
+/// Buffers one run reuses from check to check: checks come in waves of hundreds of rows, and
+/// fresh buffers would fault in fresh pages every time.
+struct Scratch<T> {
+    /// Input of an f64 product.
+    input: Vec<f64>,
+    /// `G E_P λ` of the rows last checked.
+    multiplied: Vec<f64>,
+    /// `H(x − w)` of the rows last checked.
+    gradient: Vec<f64>,
+    /// Input and output of the estimates' product in `T`.
+    low_input: Vec<T>,
+    low_output: Vec<T>,
+}
+
+impl<T> Default for Scratch<T> {
+    fn default() -> Self {
+        Self {
+            input: Vec::new(),
+            multiplied: Vec::new(),
+            gradient: Vec::new(),
+            low_input: Vec::new(),
+            low_output: Vec::new(),
+        }
+    }
 }
 
 impl<'a, T: ProductScalar> DualOperators<'a, T> {
@@ -139,44 +159,57 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
         Self { problem, g64, g_low: T::lowered(g64), h_low: T::operator(problem.hessian().matrix()), precond }
     }
 
-    /// Runs PCG on the multipliers of `rows` (global indices) up to the cap of `s`; the outcome
-    /// holds those rows.
-    pub(crate) fn run(&self, rows: &[usize], start: Start<'_>, s: &IterativeSettings) -> Result<Outcome> {
+    /// Runs PCG on the multipliers of `rows` (global indices) up to the cap of `s`, and records
+    /// those rows in `outcome`.
+    pub(crate) fn run(
+        &self,
+        rows: &[usize],
+        start: Start<'_>,
+        s: &IterativeSettings,
+        outcome: &mut Outcome,
+    ) -> Result<()> {
         let par = s.parallelism.faer();
         let n = self.problem.cols();
-        let mut outcome = Outcome::new(self.problem);
-        let (mut batch, mut gains) = self.start(rows, start, par);
+        let weight = self.problem.weight();
+        let mut scratch = Scratch::default();
+        let (mut batch, mut gains) = self.start(rows, start, &mut scratch, par);
         // Rows with nothing pruned (or an exact warm start) are candidates at once.
-        let mut candidates = self.candidates(&batch, &mut gains, s, par);
+        let mut candidates = self.candidates(&batch, &mut gains, s, &mut scratch, par);
+        let mut x = vec![0.0; n];
         loop {
             if !candidates.is_empty() {
-                let checked = self.check(&batch, &candidates, par);
+                let primal = self.check(&batch, &candidates, &mut scratch, par);
                 let mut finished = vec![false; batch.len()];
                 let mut restarted = Vec::new();
-                for (c, &i) in candidates.iter().enumerate() {
+                for ((&i, primal), u) in candidates.iter().zip(primal).zip(scratch.multiplied.chunks(n)) {
                     let state = batch.states[i];
-                    let relative = checked.primal[c] / state.scale;
+                    let relative = primal / state.scale;
                     if !relative.is_finite() {
                         return Err(OptimaError::Numerical(format!(
                             "dual PCG residual of row {} became non-finite after {} iterations",
                             state.global, state.iterations
                         )));
                     }
+                    let (w, pruned) = (weight.row(state.global), &batch.active[i * n..(i + 1) * n]);
                     let converged = relative <= s.tolerance;
                     if converged || state.iterations >= s.max_iterations {
-                        let x = ArrayView1::from(&checked.x[c * n..(c + 1) * n]);
+                        for (((x, u), w), k) in x.iter_mut().zip(u).zip(w).zip(pruned) {
+                            *x = if k.widen() == 0.0 { w - u } else { 0.0 };
+                        }
                         let status = if converged { RowStatus::ReachedTolerance } else { RowStatus::MaxIterations };
-                        outcome.finish(state.global, x, state.iterations, status);
+                        outcome.finish(state.global, ArrayView1::from(&x), state.iterations, status);
                         finished[i] = true;
                     } else {
-                        let dual = &checked.dual[c * n..(c + 1) * n];
-                        let norm = dual.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-                        for (r, v) in batch.r[i * n..(i + 1) * n].iter_mut().zip(dual) {
-                            *r = T::narrow(*v);
-                        }
+                        // Restart from the dual residual `w_P − (G E_P λ)_P` in f64.
+                        let r = &mut batch.r[i * n..(i + 1) * n];
+                        let norm = lane_max(r.iter_mut().zip(u).zip(w).zip(pruned).map(|(((r, u), w), k)| {
+                            let v = (w - u) * k.widen();
+                            *r = T::narrow(v);
+                            v.abs()
+                        }));
                         batch.states[i].residual = norm;
                         if norm > 0.0 {
-                            gains[i] = gains[i].max(checked.primal[c] / norm);
+                            gains[i] = gains[i].max(primal / norm);
                         }
                         restarted.push(i);
                     }
@@ -200,9 +233,9 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
                     state.global, state.iterations
                 )));
             }
-            candidates = self.candidates(&batch, &mut gains, s, par);
+            candidates = self.candidates(&batch, &mut gains, s, &mut scratch, par);
         }
-        Ok(outcome)
+        Ok(())
     }
 
     /// The local rows to check in f64: those that stalled or reached the cap, and those whose
@@ -210,7 +243,14 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
     /// rows whose gain says they may be done), meets the tolerance. The estimate also corrects
     /// those rows' gains (`gains[i]` estimates `‖(H E_P r)_S‖∞ / ‖r‖∞` of local row `i`): the
     /// primal residual falls more slowly than the dual one.
-    fn candidates(&self, batch: &Batch<T>, gains: &mut [f64], s: &IterativeSettings, par: Par) -> Vec<usize> {
+    fn candidates(
+        &self,
+        batch: &Batch<T>,
+        gains: &mut [f64],
+        s: &IterativeSettings,
+        scratch: &mut Scratch<T>,
+        par: Par,
+    ) -> Vec<usize> {
         let n = batch.n;
         let forced = |state: &RowState| state.stalled || state.iterations >= s.max_iterations;
         let due: Vec<usize> = (0..batch.len())
@@ -221,17 +261,17 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
             .collect();
         let mut estimated = vec![false; batch.len()];
         if !due.is_empty() {
-            let mut input = Vec::with_capacity(due.len() * n);
+            let (input, out) = (&mut scratch.low_input, &mut scratch.low_output);
+            input.clear();
             for &i in &due {
                 input.extend_from_slice(&batch.r[i * n..(i + 1) * n]);
             }
-            let mut out = vec![T::narrow(0.0); due.len() * n];
-            product(&input, due.len(), self.h_low.view(), &mut out, par);
-            for (c, &i) in due.iter().enumerate() {
+            out.resize(due.len() * n, T::narrow(0.0));
+            out.truncate(due.len() * n);
+            product(input, due.len(), self.h_low.view(), out, par);
+            for (&i, out) in due.iter().zip(out.chunks(n)) {
                 let pruned = &batch.active[i * n..(i + 1) * n];
-                let primal = lane_max(
-                    out[c * n..(c + 1) * n].iter().zip(pruned).map(|(v, k)| (v.widen() * (1.0 - k.widen())).abs()),
-                );
+                let primal = lane_max(out.iter().zip(pruned).map(|(v, k)| (v.widen() * (1.0 - k.widen())).abs()));
                 let state = &batch.states[i];
                 if state.residual > 0.0 {
                     gains[i] = primal / state.residual;
@@ -245,137 +285,144 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
     /// The batch at its starting multipliers (iterates `λ`, entries the pruned inputs) and the
     /// rows' gains: scales from one GEMM in `T`, first residuals and directions. The first gain
     /// assumes the mask-only weights' relative residual is 1.
-    fn start(&self, rows: &[usize], start: Start<'_>, par: Par) -> (Batch<T>, Vec<f64>) {
+    fn start(&self, rows: &[usize], start: Start<'_>, scratch: &mut Scratch<T>, par: Par) -> (Batch<T>, Vec<f64>) {
         let (problem, n) = (self.problem, self.problem.cols());
         let (weight, mask) = (problem.weight(), problem.mask());
         let live = rows.len();
-        let zero = T::narrow(0.0);
-        let mut pruned = vec![zero; live * n];
+        let mut pruned = vec![T::narrow(0.0); live * n];
         pruned.par_chunks_mut(n).zip(rows.par_iter()).for_each(|(pruned, &i)| {
-            for (j, v) in pruned.iter_mut().enumerate() {
-                *v = T::narrow(if mask.is_pruned(i, j) { 1.0 } else { 0.0 });
+            for (v, is_pruned) in pruned.iter_mut().zip(mask.row_pruned(i)) {
+                *v = T::narrow(if is_pruned { 1.0 } else { 0.0 });
             }
         });
-        let mut input = vec![zero; live * n];
-        input.par_chunks_mut(n).zip(rows.par_iter()).for_each(|(input, &i)| {
-            for (a, w) in input.iter_mut().zip(weight.row(i)) {
-                *a = T::narrow(*w);
-            }
-        });
-        let mut hw = vec![zero; live * n];
-        product(&input, live, self.h_low.view(), &mut hw, par);
+        let states = rows.iter().map(|&i| RowState::new(i)).collect();
+        let mut batch = Batch::new(n, states, vec![0.0; live * n], pruned);
+        // The weights pass through the direction buffer into the scale's product `Hw` in T. With
+        // λ = 0 the first residual is w_P, exactly.
+        batch
+            .p
+            .par_chunks_mut(n)
+            .zip(batch.r.par_chunks_mut(n))
+            .zip(batch.active.par_chunks(n))
+            .zip(rows.par_iter())
+            .for_each(|(((p, r), pruned), &i)| {
+                for (((p, r), k), w) in p.iter_mut().zip(r.iter_mut()).zip(pruned).zip(weight.row(i)) {
+                    *p = T::narrow(*w);
+                    *r = T::narrow(w * k.widen());
+                }
+            });
+        product(&batch.p, live, self.h_low.view(), &mut batch.out, par);
         let h = problem.hessian().matrix();
-        let (states, gains): (Vec<RowState>, Vec<f64>) = rows
-            .par_iter()
-            .zip(hw.par_chunks(n))
-            .zip(pruned.par_chunks(n))
-            .map(|((&i, hw), pruned)| {
-                let w = weight.row(i);
+        let gains = batch
+            .states
+            .par_iter_mut()
+            .zip(batch.out.par_chunks(n))
+            .zip(batch.active.par_chunks(n))
+            .map(|((state, hw), pruned)| {
+                let w = weight.row(state.global);
                 // The largest kept entry of Hw in T, recomputed in f64 there: a lower bound of
                 // ‖(Hw)_S‖∞ within rounding, so the relative residual is never understated.
                 let (mut best, mut at) = (-1.0f64, None);
                 let mut pruned_norm = 0.0f64;
-                for j in 0..n {
-                    if pruned[j].widen() == 0.0 {
-                        let v = hw[j].widen().abs();
+                for (j, ((hw, k), w)) in hw.iter().zip(pruned).zip(w).enumerate() {
+                    if k.widen() == 0.0 {
+                        let v = hw.widen().abs();
                         if v > best {
                             (best, at) = (v, Some(j));
                         }
                     } else {
-                        pruned_norm = pruned_norm.max(w[j].abs());
+                        pruned_norm = pruned_norm.max(w.abs());
                     }
                 }
-                let scale = at.map_or(0.0, |j| h.row(j).dot(&w).abs()).max(TINY);
-                let state = RowState { scale, residual: pruned_norm, ..RowState::new(i) };
-                (state, if pruned_norm > 0.0 { scale / pruned_norm } else { 0.0 })
+                state.scale = at.map_or(0.0, |j| h.row(j).dot(&w).abs()).max(TINY);
+                state.residual = pruned_norm;
+                if pruned_norm > 0.0 { state.scale / pruned_norm } else { 0.0 }
             })
-            .unzip();
-        let mut batch = Batch::new(n, states, vec![0.0; live * n], pruned);
-        // λ = 0: the first residual is w_P, exactly.
-        batch.r.par_chunks_mut(n).zip(input.par_chunks(n)).zip(batch.active.par_chunks(n)).for_each(
-            |((r, w), pruned)| {
-                for ((r, w), k) in r.iter_mut().zip(w).zip(pruned) {
-                    *r = T::narrow(w.widen() * k.widen());
-                }
-            },
-        );
+            .collect();
         if let Start::Warm(x0) = start {
-            self.warm(&mut batch, x0, par);
+            self.warm(&mut batch, x0, scratch, par);
         }
         batch.directions(None, &self.precond, true, par);
         (batch, gains)
     }
 
     /// Multipliers `λ = −(H(x₀ − w))_P` and their dual residuals, in f64.
-    fn warm(&self, batch: &mut Batch<T>, x0: &Array2<f64>, par: Par) {
+    fn warm(&self, batch: &mut Batch<T>, x0: &Array2<f64>, scratch: &mut Scratch<T>, par: Par) {
         let n = batch.n;
         let weight = self.problem.weight();
         let all: Vec<usize> = (0..batch.len()).collect();
-        let hd = batch.product_f64(&all, self.problem.hessian().matrix().into_faer(), par, |state, _, d| {
-            for ((d, x), w) in d.iter_mut().zip(x0.row(state.global)).zip(weight.row(state.global)) {
+        let fill = |_, i: usize, d: &mut [f64]| {
+            let global = batch.states[i].global;
+            for ((d, x), w) in d.iter_mut().zip(x0.row(global)).zip(weight.row(global)) {
                 *d = x - w;
             }
-        });
-        batch.x.par_chunks_mut(n).zip(hd.par_chunks(n)).zip(batch.active.par_chunks(n)).for_each(
+        };
+        batch.product_f64(
+            &all,
+            self.problem.hessian().matrix().into_faer(),
+            par,
+            fill,
+            &mut scratch.input,
+            &mut scratch.gradient,
+        );
+        batch.x.par_chunks_mut(n).zip(scratch.gradient.par_chunks(n)).zip(batch.active.par_chunks(n)).for_each(
             |((lambda, hd), pruned)| {
                 for ((l, v), k) in lambda.iter_mut().zip(hd).zip(pruned) {
                     *l = -v * k.widen();
                 }
             },
         );
-        let (_, dual) = self.recover(batch, &all, par);
-        for ((r, v), state) in batch.r.chunks_mut(n).zip(dual.chunks(n)).zip(batch.states.iter_mut()) {
-            for (r, v) in r.iter_mut().zip(v) {
-                *r = T::narrow(*v);
-            }
-            state.residual = v.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        }
+        self.multiply(batch, &all, scratch, par);
+        let weight = self.problem.weight();
+        batch
+            .r
+            .par_chunks_mut(n)
+            .zip(scratch.multiplied.par_chunks(n))
+            .zip(batch.active.par_chunks(n))
+            .zip(batch.states.par_iter_mut())
+            .for_each(|(((r, u), pruned), state)| {
+                state.residual =
+                    lane_max(r.iter_mut().zip(u).zip(weight.row(state.global)).zip(pruned).map(|(((r, u), w), k)| {
+                        let v = (w - u) * k.widen();
+                        *r = T::narrow(v);
+                        v.abs()
+                    }));
+            });
     }
 
-    /// Weights `x = w − G E_P λ` with `x_P = 0`, and dual residuals `w_P − (G E_P λ)_P`, of the
-    /// local rows `rows`, in f64.
-    fn recover(&self, batch: &Batch<T>, rows: &[usize], par: Par) -> (Vec<f64>, Vec<f64>) {
+    /// `G E_P λ` of the local rows `rows` into `scratch.multiplied`, in f64: the weights are
+    /// `x = w − G E_P λ` on the kept entries, and the dual residuals `w_P − (G E_P λ)_P`.
+    fn multiply(&self, batch: &Batch<T>, rows: &[usize], scratch: &mut Scratch<T>, par: Par) {
         let n = batch.n;
-        let weight = self.problem.weight();
-        let mut u = batch.product_f64(rows, self.g64, par, |_, i, dst| {
-            dst.copy_from_slice(&batch.x[i * n..(i + 1) * n]);
-        });
-        let mut dual = vec![0.0; rows.len() * n];
-        u.par_chunks_mut(n).zip(dual.par_chunks_mut(n)).zip(rows.par_iter()).for_each(|((u, dual), &i)| {
-            let pruned = &batch.active[i * n..(i + 1) * n];
-            for (((u, d), w), k) in
-                u.iter_mut().zip(dual.iter_mut()).zip(weight.row(batch.states[i].global)).zip(pruned)
-            {
-                let kept = k.widen() == 0.0;
-                *d = if kept { 0.0 } else { w - *u };
-                *u = if kept { w - *u } else { 0.0 };
-            }
-        });
-        (u, dual)
+        let fill = |_, i: usize, dst: &mut [f64]| dst.copy_from_slice(&batch.x[i * n..(i + 1) * n]);
+        batch.product_f64(rows, self.g64, par, fill, &mut scratch.input, &mut scratch.multiplied);
     }
 
-    /// Recovered weights, dual residuals and primal residuals of the local rows `rows`: two f64
-    /// GEMMs.
-    fn check(&self, batch: &Batch<T>, rows: &[usize], par: Par) -> Checked {
+    /// The f64 check of the local rows `rows`: `G E_P λ` into `scratch.multiplied` (see
+    /// [`multiply`](Self::multiply)) and the primal residuals `‖(H(x − w))_S‖∞` of the weights it
+    /// gives, returned. Two f64 GEMMs.
+    fn check(&self, batch: &Batch<T>, rows: &[usize], scratch: &mut Scratch<T>, par: Par) -> Vec<f64> {
         let n = batch.n;
         let weight = self.problem.weight();
-        let (x, dual) = self.recover(batch, rows, par);
-        let mut d = vec![0.0; rows.len() * n];
-        d.par_chunks_mut(n).zip(x.par_chunks(n)).zip(rows.par_iter()).for_each(|((d, x), &i)| {
-            for ((d, x), w) in d.iter_mut().zip(x).zip(weight.row(batch.states[i].global)) {
-                *d = x - w;
+        self.multiply(batch, rows, scratch, par);
+        let multiplied = &scratch.multiplied;
+        let fill = |c: usize, i: usize, d: &mut [f64]| {
+            let (u, pruned) = (&multiplied[c * n..(c + 1) * n], &batch.active[i * n..(i + 1) * n]);
+            for (((d, u), w), k) in d.iter_mut().zip(u).zip(weight.row(batch.states[i].global)).zip(pruned) {
+                // x − w as the weights will be returned: x = w − u kept, 0 pruned.
+                *d = if k.widen() == 0.0 { (w - u) - w } else { -w };
             }
-        });
-        let mut hd = vec![0.0; rows.len() * n];
-        product(&d, rows.len(), self.problem.hessian().matrix().into_faer(), &mut hd, par);
-        let primal = hd
+        };
+        let h = self.problem.hessian().matrix().into_faer();
+        batch.product_f64(rows, h, par, fill, &mut scratch.input, &mut scratch.gradient);
+        scratch
+            .gradient
             .par_chunks(n)
             .zip(rows.par_iter())
             .map(|(hd, &i)| {
                 let pruned = &batch.active[i * n..(i + 1) * n];
                 lane_max(hd.iter().zip(pruned).map(|(v, k)| if k.widen() == 0.0 { v.abs() } else { 0.0 }))
             })
-            .collect();
-        Checked { x, dual, primal }
+            .collect()
     }
 }

@@ -171,9 +171,11 @@ impl<T: ProductScalar> Batch<T> {
         let n = self.n;
         let all: Vec<usize> = (0..self.len()).collect();
         let weight = problem.weight();
-        let hw = self.product_f64(&all, h, par, |state, _, dst| {
-            dst.iter_mut().zip(weight.row(state.global)).for_each(|(d, w)| *d = *w);
-        });
+        let mut hw = Vec::new();
+        let fill = |_, i: usize, dst: &mut [f64]| {
+            dst.iter_mut().zip(weight.row(self.states[i].global)).for_each(|(d, w)| *d = *w);
+        };
+        self.product_f64(&all, h, par, fill, &mut Vec::new(), &mut hw);
         self.states.par_iter_mut().zip(self.active.par_chunks(n)).zip(hw.par_chunks(n)).for_each(
             |((state, kept), hw)| {
                 let scale = hw.iter().zip(kept).fold(0.0f64, |m, (v, k)| m.max((v * k.widen()).abs()));
@@ -212,12 +214,14 @@ impl<T: ProductScalar> Batch<T> {
     fn true_residuals(&self, problem: &LayerProblem, rows: &[usize], h: MatRef<'_, f64>, par: Par) -> Vec<f64> {
         let n = self.n;
         let weight = problem.weight();
-        let mut out = self.product_f64(rows, h, par, |state, i, dst| {
+        let mut out = Vec::new();
+        let fill = |_, i: usize, dst: &mut [f64]| {
             let x = &self.x[i * n..(i + 1) * n];
-            for ((d, x), w) in dst.iter_mut().zip(x).zip(weight.row(state.global)) {
+            for ((d, x), w) in dst.iter_mut().zip(x).zip(weight.row(self.states[i].global)) {
                 *d = x - w;
             }
-        });
+        };
+        self.product_f64(rows, h, par, fill, &mut Vec::new(), &mut out);
         out.par_chunks_mut(n).zip(rows.par_iter()).for_each(|(res, &i)| {
             for (v, k) in res.iter_mut().zip(&self.active[i * n..(i + 1) * n]) {
                 *v *= -k.widen();
