@@ -135,8 +135,6 @@ pub(crate) fn product<T: ProductScalar>(input: &[T], rows: usize, op: MatRef<'_,
 
 /// The shared preconditioner in the iterations' precision.
 pub(crate) enum Apply<T: 'static> {
-    /// None.
-    Identity,
     /// `diag(d)`: `z = d ∘ r`.
     Diagonal(Vec<f64>),
     /// A dense operator `M`: `z = M r`, restricted to the row's entries (one more GEMM).
@@ -234,23 +232,21 @@ impl<T: ProductScalar> Batch<T> {
         self.x
             .par_chunks_mut(n)
             .zip(self.r.par_chunks_mut(n))
-            .zip(self.p.par_chunks(n).zip(self.active.par_chunks(n)).zip(self.out.par_chunks(n)))
+            .zip(self.p.par_chunks_mut(n).zip(self.active.par_chunks(n)).zip(self.out.par_chunks(n)))
             .zip(self.states.par_iter_mut())
-            .for_each(|(((x, r), ((p, active), q)), state)| step_row(x, r, p, active, q, state));
+            .for_each(|(((x, r), ((p, active), q)), state)| {
+                pulp::Arch::new().dispatch(RowKernel { x, r, p, active, q, state, direction: None });
+            });
     }
 
     /// A full CG iteration of every live row: [`step`](Self::step), then new directions. With a
-    /// diagonal (or no) preconditioner both run in one pass, each row's direction while the row
-    /// is still in cache.
+    /// diagonal preconditioner both run in one pass, each row's direction while the row is still
+    /// in cache.
     pub(crate) fn iterate(&mut self, a: MatRef<'_, T>, precond: &Apply<T>, par: Par) {
-        let diagonal = match precond {
-            Apply::Dense(_) => {
-                self.step(a, par);
-                self.directions(None, precond, false, par);
-                return;
-            }
-            Apply::Diagonal(d) => Some(d.as_slice()),
-            Apply::Identity => None,
+        let Apply::Diagonal(d) = precond else {
+            self.step(a, par);
+            self.directions(None, precond, false, par);
+            return;
         };
         let n = self.n;
         product(&self.p, self.len(), a, &mut self.out, par);
@@ -260,9 +256,8 @@ impl<T: ProductScalar> Batch<T> {
             .zip(self.p.par_chunks_mut(n).zip(self.active.par_chunks(n)).zip(self.out.par_chunks(n)))
             .zip(self.states.par_iter_mut())
             .for_each(|(((x, r), ((p, active), q)), state)| {
-                step_row(x, r, p, active, q, state);
-                let z = diagonal.map_or(RowPreconditioner::Identity, RowPreconditioner::Diagonal);
-                direction_row(p, r, z, false, state);
+                let z = RowPreconditioner::Diagonal(d);
+                pulp::Arch::new().dispatch(RowKernel { x, r, p, active, q, state, direction: Some((z, false)) });
             });
     }
 
@@ -301,9 +296,8 @@ impl<T: ProductScalar> Batch<T> {
                 let z = match precond {
                     Apply::Dense(_) => RowPreconditioner::Product { z: &products[c * n..(c + 1) * n], active },
                     Apply::Diagonal(d) => RowPreconditioner::Diagonal(d),
-                    Apply::Identity => RowPreconditioner::Identity,
                 };
-                direction_row(p, r, z, restart, state);
+                pulp::Arch::new().dispatch(DirectionKernel { p, r, z, restart, state });
             });
     }
 
@@ -320,26 +314,36 @@ impl<T: ProductScalar> Batch<T> {
 }
 
 /// The step of one row: `α = rᵀz / pᵀq`, `x += α p`, `r −= α q` on the row's entries.
+#[inline(always)]
 fn step_row<T: ProductScalar>(x: &mut [f64], r: &mut [T], p: &[T], active: &[T], q: &[T], state: &mut RowState) {
-    let pq = lane_sum(p.iter().zip(q).zip(active).map(|((p, q), k)| p.widen() * q.widen() * k.widen()));
+    let pq = sum3(p, q, active, |p, q, k| p.widen() * q.widen() * k.widen());
     state.broken |= !(pq.is_finite() && state.rz.is_finite());
     let descends = pq > 0.0;
     state.stalled = !descends;
     let alpha = if descends { state.rz / pq } else { 0.0 };
-    let updated = x.iter_mut().zip(r.iter_mut()).zip(p.iter().zip(q).zip(active)).map(|((x, r), ((p, q), k))| {
+    let update = |x: &mut f64, r: &mut T, p: T, q: T, k: T| {
         *x += alpha * p.widen();
         let rj = r.widen() - alpha * q.widen() * k.widen();
         *r = T::narrow(rj);
         rj.abs()
-    });
-    state.residual = lane_max(updated);
+    };
+    let mut residual = Lanes::default();
+    let ((xc, xt), (rc, rt)) = (blocks_mut(x), blocks_mut(r));
+    let ((pc, pt), (qc, qt), (kc, kt)) = (blocks(p), blocks(q), blocks(active));
+    for ((((x, r), p), q), k) in xc.zip(rc).zip(pc).zip(qc).zip(kc) {
+        for l in 0..LANES {
+            residual.max(l, update(&mut x[l], &mut r[l], p[l], q[l], k[l]));
+        }
+    }
+    for ((((x, r), p), q), k) in xt.iter_mut().zip(rt.iter_mut()).zip(pt).zip(qt).zip(kt) {
+        residual.max(0, update(x, r, *p, *q, *k));
+    }
+    state.residual = residual.max_all();
     state.iterations += 1;
 }
 
 /// The preconditioned residual `z` of one row.
 enum RowPreconditioner<'a, T> {
-    /// `z = r`.
-    Identity,
     /// `z = diag(d) r`.
     Diagonal(&'a [f64]),
     /// `z` computed by a product, restricted to the row's entries `active`.
@@ -347,6 +351,7 @@ enum RowPreconditioner<'a, T> {
 }
 
 /// The new direction of one row, `p = z + β p` with `β = 0` when `restart`.
+#[inline(always)]
 fn direction_row<T: ProductScalar>(
     p: &mut [T],
     r: &[T],
@@ -357,28 +362,16 @@ fn direction_row<T: ProductScalar>(
     let continues = !restart && state.rz > 0.0;
     let beta = |rz: f64| if continues { rz / state.rz } else { 0.0 };
     let rz = match z {
-        RowPreconditioner::Identity => {
-            let rz = lane_sum(r.iter().map(|r| r.widen() * r.widen()));
-            let beta = beta(rz);
-            for (p, r) in p.iter_mut().zip(r) {
-                *p = T::narrow(r.widen() + beta * p.widen());
-            }
-            rz
-        }
         RowPreconditioner::Diagonal(d) => {
-            let rz = lane_sum(r.iter().zip(d).map(|(r, d)| r.widen() * r.widen() * d));
+            let rz = sum3(r, r, d, |r, _, d| r.widen() * r.widen() * d);
             let beta = beta(rz);
-            for ((p, r), d) in p.iter_mut().zip(r).zip(d) {
-                *p = T::narrow(r.widen() * d + beta * p.widen());
-            }
+            update_with(p, r, d, |r, d, p| T::narrow(r.widen() * d + beta * p.widen()));
             rz
         }
         RowPreconditioner::Product { z, active } => {
-            let rz = lane_sum(r.iter().zip(z).zip(active).map(|((r, z), k)| r.widen() * z.widen() * k.widen()));
+            let rz = sum3(r, z, active, |r, z, k| r.widen() * z.widen() * k.widen());
             let beta = beta(rz);
-            for ((p, z), k) in p.iter_mut().zip(z).zip(active) {
-                *p = T::narrow(z.widen() * k.widen() + beta * p.widen());
-            }
+            update_with(p, z, active, |z, k, p| T::narrow(z.widen() * k.widen() + beta * p.widen()));
             rz
         }
     };
@@ -389,27 +382,137 @@ fn direction_row<T: ProductScalar>(
     }
 }
 
-/// Lanes of the reductions below: independent partial results the compiler can keep in one
-/// vector register (an in-order sum or max cannot be vectorized).
+/// `Σ_j f(a_j, b_j, c_j)` in [`LANES`] partial sums.
+#[inline(always)]
+fn sum3<A: Copy, B: Copy, C: Copy>(a: &[A], b: &[B], c: &[C], f: impl Fn(A, B, C) -> f64) -> f64 {
+    let mut sum = Lanes::default();
+    let ((ac, at), (bc, bt), (cc, ct)) = (blocks(a), blocks(b), blocks(c));
+    for ((a, b), c) in ac.zip(bc).zip(cc) {
+        for l in 0..LANES {
+            sum.add(l, f(a[l], b[l], c[l]));
+        }
+    }
+    for ((a, b), c) in at.iter().zip(bt).zip(ct) {
+        sum.add(0, f(*a, *b, *c));
+    }
+    sum.sum()
+}
+
+/// `p_j = f(a_j, b_j, p_j)` for every `j`, in blocks of [`LANES`].
+#[inline(always)]
+fn update_with<P: Copy, A: Copy, B: Copy>(p: &mut [P], a: &[A], b: &[B], f: impl Fn(A, B, P) -> P) {
+    let ((pc, pt), (ac, at), (bc, bt)) = (blocks_mut(p), blocks(a), blocks(b));
+    for ((p, a), b) in pc.zip(ac).zip(bc) {
+        for l in 0..LANES {
+            p[l] = f(a[l], b[l], p[l]);
+        }
+    }
+    for ((p, a), b) in pt.iter_mut().zip(at).zip(bt) {
+        *p = f(*a, *b, *p);
+    }
+}
+
+/// `values` in blocks of [`LANES`] and the shorter rest.
+#[inline(always)]
+fn blocks<V>(values: &[V]) -> (std::slice::ChunksExact<'_, V>, &[V]) {
+    let (head, tail) = values.split_at(values.len() / LANES * LANES);
+    (head.chunks_exact(LANES), tail)
+}
+
+/// [`blocks`] of a mutable slice.
+#[inline(always)]
+fn blocks_mut<V>(values: &mut [V]) -> (std::slice::ChunksExactMut<'_, V>, &mut [V]) {
+    let (head, tail) = values.split_at_mut(values.len() / LANES * LANES);
+    (head.chunks_exact_mut(LANES), tail)
+}
+
+/// One row's step (and new direction), run through [`pulp::Arch::dispatch`]: compiled for the
+/// widest vector instructions the CPU has (AVX2 and FMA on x86-64 when present, detected at run
+/// time). The row kernels are written in blocks of [`LANES`] so the compiler vectorizes them.
+struct RowKernel<'a, T> {
+    x: &'a mut [f64],
+    r: &'a mut [T],
+    p: &'a mut [T],
+    active: &'a [T],
+    q: &'a [T],
+    state: &'a mut RowState,
+    /// The preconditioner and restart flag of the new direction, if one follows the step.
+    direction: Option<(RowPreconditioner<'a, T>, bool)>,
+}
+
+impl<T: ProductScalar> pulp::WithSimd for RowKernel<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        step_row(self.x, self.r, self.p, self.active, self.q, self.state);
+        if let Some((z, restart)) = self.direction {
+            direction_row(self.p, self.r, z, restart, self.state);
+        }
+    }
+}
+
+/// One row's new direction, dispatched as [`RowKernel`].
+struct DirectionKernel<'a, T> {
+    p: &'a mut [T],
+    r: &'a [T],
+    z: RowPreconditioner<'a, T>,
+    restart: bool,
+    state: &'a mut RowState,
+}
+
+impl<T: ProductScalar> pulp::WithSimd for DirectionKernel<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        direction_row(self.p, self.r, self.z, self.restart, self.state);
+    }
+}
+
+/// Lanes of the reductions: independent partial results the compiler keeps in vector registers
+/// (an in-order sum or max cannot be vectorized).
 const LANES: usize = 8;
 
-/// `Σ values` over [`LANES`] partial sums.
-fn lane_sum(values: impl Iterator<Item = f64>) -> f64 {
-    let mut lanes = [0.0f64; LANES];
-    for (i, v) in values.enumerate() {
-        lanes[i % LANES] += v;
+/// [`LANES`] partial sums or maxima.
+#[derive(Default)]
+struct Lanes([f64; LANES]);
+
+impl Lanes {
+    #[inline(always)]
+    fn add(&mut self, lane: usize, v: f64) {
+        self.0[lane % LANES] += v;
     }
-    lanes.iter().sum()
+
+    /// Keeps the larger (of non-negative values; NaN propagates).
+    #[inline(always)]
+    fn max(&mut self, lane: usize, v: f64) {
+        let m = &mut self.0[lane % LANES];
+        *m = max_or_nan(*m, v);
+    }
+
+    #[inline(always)]
+    fn sum(&self) -> f64 {
+        self.0.iter().sum()
+    }
+
+    #[inline(always)]
+    fn max_all(&self) -> f64 {
+        self.0.iter().fold(0.0, |m, &v| max_or_nan(m, v))
+    }
+}
+
+/// `max(a, b)` for non-negative values, NaN propagating.
+#[inline(always)]
+fn max_or_nan(a: f64, b: f64) -> f64 {
+    if b > a || b.is_nan() { b } else { a }
 }
 
 /// `max values` (of non-negative values; NaN propagates) over [`LANES`] partial maxima.
 pub(crate) fn lane_max(values: impl Iterator<Item = f64>) -> f64 {
-    let mut lanes = [0.0f64; LANES];
+    let mut lanes = Lanes::default();
     for (i, v) in values.enumerate() {
-        let lane = &mut lanes[i % LANES];
-        *lane = if v > *lane || v.is_nan() { v } else { *lane };
+        lanes.max(i, v);
     }
-    lanes.iter().fold(0.0f64, |m, &v| if v > m || v.is_nan() { v } else { m })
+    lanes.max_all()
 }
 
 /// Moves the `width`-long rows `keep` (ascending) of `buffer` to its front and truncates it.

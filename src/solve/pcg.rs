@@ -143,7 +143,7 @@ fn pcg_memory(cols: usize, preconditioner: Preconditioner, precision: Precision)
 impl<T: ProductScalar> Apply<T> {
     fn build(kind: Preconditioner, h: ArrayView2<'_, f64>, par: Par) -> Result<Self> {
         Ok(match kind {
-            Preconditioner::Identity => Self::Identity,
+            Preconditioner::Identity => Self::Diagonal(vec![1.0; h.nrows()]),
             Preconditioner::Jacobi => Self::Diagonal(h.diag().iter().map(|d| 1.0 / d).collect()),
             Preconditioner::InverseHessian => Self::Dense(T::inverse(h, par)?),
         })
