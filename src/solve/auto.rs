@@ -31,9 +31,9 @@ use crate::problem::{LayerProblem, Mask, RowStatus, Solution};
 /// count that decides whether a probe is worth running.
 pub const DUAL_ITERATIONS_PER_DECADE: f64 = 1.25;
 /// `dual-pcg`'s per-row work besides its iterations, in units of `n²` large-block flops: an f32
-/// product for the scale, about one more per row for residual estimates, and two f64 products
-/// for the check.
-pub const DUAL_ROW_OVERHEAD: f64 = 7.0;
+/// product for the scale, and about 1.2 screenings per row, each an f64 product for the weights
+/// and an f32 one for the residual estimate.
+pub const DUAL_ROW_OVERHEAD: f64 = 5.0;
 /// Rows the probe solves by PCG before `auto` commits the rest (all rows of smaller layers).
 pub const PROBE_ROWS: usize = 32;
 /// Block size at which `direct`'s Cholesky runs at half its large-block rate (measured on the

@@ -24,6 +24,8 @@ pub(crate) trait ProductScalar: faer::traits::ComplexField + Copy + Send + Sync 
     fn narrow(value: f64) -> Self;
     /// Widens back to f64.
     fn widen(self) -> f64;
+    /// Unit roundoff of this type.
+    const ROUNDOFF: f64;
     /// A symmetric operator in this precision: borrowed when it already is.
     fn operator(matrix: ArrayView2<'_, f64>) -> Operator<'_, Self>;
     /// A faer matrix in this precision: borrowed when it already is.
@@ -39,6 +41,7 @@ pub(crate) fn inverse_f64(h: ArrayView2<'_, f64>, par: Par) -> Result<Mat<f64>> 
 }
 
 impl ProductScalar for f64 {
+    const ROUNDOFF: f64 = f64::EPSILON / 2.0;
     fn narrow(value: f64) -> Self {
         value
     }
@@ -57,6 +60,7 @@ impl ProductScalar for f64 {
 }
 
 impl ProductScalar for f32 {
+    const ROUNDOFF: f64 = f32::EPSILON as f64 / 2.0;
     fn narrow(value: f64) -> Self {
         value as f32
     }

@@ -123,7 +123,29 @@ pub(crate) struct DualOperators<'a, T: 'static> {
     h_low: Operator<'a, T>,
     /// Jacobi: `1 / G_jj`.
     precond: Apply<T>,
+    /// `‖H‖∞` (largest absolute row sum).
+    h_norm: f64,
+    /// Bound of the primal residual's error per unit of `‖λ‖∞` from the inverse and the f64
+    /// product with it (see [`DualOperators::screen`]).
+    inverse_margin: f64,
 }
+
+/// What screening found for one row.
+struct Screened {
+    /// `‖(H E_P r_d)_S‖∞` from the f64 dual residual `r_d`, in the iterations' precision.
+    primal: f64,
+    /// Bound of how far the true primal residual can be from `primal`.
+    margin: f64,
+}
+
+/// The decision on one row: its primal residual and whether it meets the tolerance.
+struct Verdict {
+    primal: f64,
+    converged: bool,
+}
+
+/// Random probes of `‖HG − I‖` per layer.
+const INVERSE_PROBES: usize = 4;
 
 /// Buffers one run reuses from check to check: checks come in waves of hundreds of rows, and
 /// fresh buffers would fault in fresh pages every time.
@@ -156,7 +178,23 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
     pub(crate) fn new(problem: &'a LayerProblem, inverse: &'a HessianInverse) -> Self {
         let g64 = inverse.g.as_ref();
         let precond = Apply::Diagonal((0..g64.nrows()).map(|j| 1.0 / g64[(j, j)]).collect());
-        Self { problem, g64, g_low: T::lowered(g64), h_low: T::operator(problem.hessian().matrix()), precond }
+        let h = problem.hessian().matrix();
+        let n = h.nrows();
+        let h_norm = h.rows().into_iter().map(|row| row.iter().map(|v| v.abs()).sum::<f64>()).fold(0.0, f64::max);
+        let g_norm = (0..n).map(|j| g64.col(j).iter().map(|v| v.abs()).sum::<f64>()).fold(0.0, f64::max);
+        // ‖(HG − I) E_P λ‖∞ ≤ ‖HG − I‖∞ ‖λ‖∞ ≤ n · rms(HG − I) ‖λ‖∞, the rms singular value
+        // estimated from random probes; plus the rounding of the f64 product G E_P λ, amplified by H.
+        let roundoff = (n as f64 + 2.0) * f64::ROUNDOFF;
+        let inverse_margin = n as f64 * inverse_error(h.into_faer(), g64) + roundoff * h_norm * g_norm;
+        Self {
+            problem,
+            g64,
+            g_low: T::lowered(g64),
+            h_low: T::operator(h),
+            precond,
+            h_norm,
+            inverse_margin: if inverse_margin.is_finite() { inverse_margin } else { f64::INFINITY },
+        }
     }
 
     /// Runs PCG on the multipliers of `rows` (global indices) up to the cap of `s`, and records
@@ -170,58 +208,51 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
     ) -> Result<()> {
         let par = s.parallelism.faer();
         let n = self.problem.cols();
-        let weight = self.problem.weight();
         let mut scratch = Scratch::default();
         let (mut batch, mut gains) = self.start(rows, start, &mut scratch, par);
-        // Rows with nothing pruned (or an exact warm start) are candidates at once.
-        let mut candidates = self.candidates(&batch, &mut gains, s, &mut scratch, par);
         let mut x = vec![0.0; n];
+        // Rows with nothing pruned (or an exact warm start) are due at once.
         loop {
-            if !candidates.is_empty() {
-                let primal = self.check(&batch, &candidates, &mut scratch, par);
-                let mut finished = vec![false; batch.len()];
-                let mut restarted = Vec::new();
-                for ((&i, primal), u) in candidates.iter().zip(primal).zip(scratch.multiplied.chunks(n)) {
-                    let state = batch.states[i];
-                    let relative = primal / state.scale;
-                    if !relative.is_finite() {
-                        return Err(OptimaError::Numerical(format!(
-                            "dual PCG residual of row {} became non-finite after {} iterations",
-                            state.global, state.iterations
-                        )));
+            let due = self.due(&batch, &gains, s);
+            let mut finished = vec![false; batch.len()];
+            let mut restarted = Vec::new();
+            if !due.is_empty() {
+                let screened = self.screen(&batch, &due, &mut scratch, par);
+                let mut unsure = Vec::new();
+                for ((&i, screened), u) in due.iter().zip(screened).zip(scratch.multiplied.chunks(n)) {
+                    let bound = s.tolerance * batch.states[i].scale;
+                    if !(screened.margin <= 0.5 * bound) {
+                        unsure.push(i);
+                        continue;
                     }
-                    let (w, pruned) = (weight.row(state.global), &batch.active[i * n..(i + 1) * n]);
-                    let converged = relative <= s.tolerance;
-                    if converged || state.iterations >= s.max_iterations {
-                        for (((x, u), w), k) in x.iter_mut().zip(u).zip(w).zip(pruned) {
-                            *x = if k.widen() == 0.0 { w - u } else { 0.0 };
-                        }
-                        let status = if converged { RowStatus::ReachedTolerance } else { RowStatus::MaxIterations };
-                        outcome.finish(state.global, ArrayView1::from(&x), state.iterations, status);
-                        finished[i] = true;
-                    } else {
-                        // Restart from the dual residual `w_P − (G E_P λ)_P` in f64.
-                        let r = &mut batch.r[i * n..(i + 1) * n];
-                        let norm = lane_max(r.iter_mut().zip(u).zip(w).zip(pruned).map(|(((r, u), w), k)| {
-                            let v = (w - u) * k.widen();
-                            *r = T::narrow(v);
-                            v.abs()
-                        }));
-                        batch.states[i].residual = norm;
-                        if norm > 0.0 {
-                            gains[i] = gains[i].max(primal / norm);
-                        }
+                    let converged = screened.primal + screened.margin <= bound;
+                    let verdict = Verdict { primal: screened.primal, converged };
+                    finished[i] = self.conclude(&mut batch, &mut gains, i, u, verdict, s, outcome, &mut x)?;
+                    if batch.states[i].stalled {
                         restarted.push(i);
                     }
                 }
-                if !restarted.is_empty() {
-                    batch.directions(Some(&restarted), &self.precond, true, par);
+                // Where the margin is too wide (an ill-conditioned H), the residual of the
+                // recovered weights themselves, in f64.
+                if !unsure.is_empty() {
+                    let primal = self.check(&batch, &unsure, &mut scratch, par);
+                    for ((&i, primal), u) in unsure.iter().zip(primal).zip(scratch.multiplied.chunks(n)) {
+                        let verdict = Verdict { primal, converged: primal <= s.tolerance * batch.states[i].scale };
+                        finished[i] = self.conclude(&mut batch, &mut gains, i, u, verdict, s, outcome, &mut x)?;
+                        if batch.states[i].stalled {
+                            restarted.push(i);
+                        }
+                    }
                 }
-                let keep: Vec<usize> = (0..batch.len()).filter(|&i| !finished[i]).collect();
-                if keep.len() < batch.len() {
-                    batch.retain(&keep);
-                    compact(&mut gains, 1, &keep);
-                }
+            }
+            let restarted: Vec<usize> = restarted.into_iter().filter(|&i| !finished[i]).collect();
+            if !restarted.is_empty() {
+                batch.directions(Some(&restarted), &self.precond, true, par);
+            }
+            let keep: Vec<usize> = (0..batch.len()).filter(|&i| !finished[i]).collect();
+            if keep.len() < batch.len() {
+                batch.retain(&keep);
+                compact(&mut gains, 1, &keep);
             }
             if batch.len() == 0 {
                 break;
@@ -233,53 +264,122 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
                     state.global, state.iterations
                 )));
             }
-            candidates = self.candidates(&batch, &mut gains, s, &mut scratch, par);
         }
         Ok(())
     }
 
-    /// The local rows to check in f64: those that stalled or reached the cap, and those whose
-    /// primal residual, estimated from the recurrence as `‖(H E_P r)_S‖∞` (one GEMM in `T` on the
-    /// rows whose gain says they may be done), meets the tolerance. The estimate also corrects
-    /// those rows' gains (`gains[i]` estimates `‖(H E_P r)_S‖∞ / ‖r‖∞` of local row `i`): the
-    /// primal residual falls more slowly than the dual one.
-    fn candidates(
-        &self,
-        batch: &Batch<T>,
-        gains: &mut [f64],
-        s: &IterativeSettings,
-        scratch: &mut Scratch<T>,
-        par: Par,
-    ) -> Vec<usize> {
-        let n = batch.n;
-        let forced = |state: &RowState| state.stalled || state.iterations >= s.max_iterations;
-        let due: Vec<usize> = (0..batch.len())
+    /// The local rows to screen: those that stalled or reached the cap, and those whose gain
+    /// (`gains[i]` estimates `‖(H E_P r)_S‖∞ / ‖r‖∞` of local row `i`) says they may be done.
+    fn due(&self, batch: &Batch<T>, gains: &[f64], s: &IterativeSettings) -> Vec<usize> {
+        (0..batch.len())
             .filter(|&i| {
                 let state = &batch.states[i];
-                !forced(state) && gains[i] * state.residual <= s.tolerance * state.scale
+                state.stalled
+                    || state.iterations >= s.max_iterations
+                    || gains[i] * state.residual <= s.tolerance * state.scale
+            })
+            .collect()
+    }
+
+    /// Acts on the screened or checked local row `i` with `u = G E_P λ`: finishes it when it
+    /// converged or reached its cap (returns `true`); otherwise sets its gain from the f64 dual
+    /// residual and, when the row stalled or its recurrence drifted from that residual, resets
+    /// its residual to it and marks it `stalled` for a restart.
+    #[allow(clippy::too_many_arguments)]
+    fn conclude(
+        &self,
+        batch: &mut Batch<T>,
+        gains: &mut [f64],
+        i: usize,
+        u: &[f64],
+        verdict: Verdict,
+        s: &IterativeSettings,
+        outcome: &mut Outcome,
+        x: &mut [f64],
+    ) -> Result<bool> {
+        let n = batch.n;
+        let state = batch.states[i];
+        if !(verdict.primal / state.scale).is_finite() {
+            return Err(OptimaError::Numerical(format!(
+                "dual PCG residual of row {} became non-finite after {} iterations",
+                state.global, state.iterations
+            )));
+        }
+        let weight = self.problem.weight();
+        let w = weight.row(state.global);
+        let pruned = &batch.active[i * n..(i + 1) * n];
+        if verdict.converged || state.iterations >= s.max_iterations {
+            for (((x, u), w), k) in x.iter_mut().zip(u).zip(w).zip(pruned) {
+                *x = if k.widen() == 0.0 { w - u } else { 0.0 };
+            }
+            let status = if verdict.converged { RowStatus::ReachedTolerance } else { RowStatus::MaxIterations };
+            outcome.finish(state.global, ArrayView1::from(&*x), state.iterations, status);
+            return Ok(true);
+        }
+        let dual = lane_max(u.iter().zip(w).zip(pruned).map(|((u, w), k)| ((w - u) * k.widen()).abs()));
+        if dual > 0.0 {
+            gains[i] = verdict.primal / dual;
+        }
+        if state.stalled || dual > 2.0 * state.residual {
+            // Restart from the dual residual `w_P − (G E_P λ)_P` in f64.
+            let (r, pruned) = (&mut batch.r[i * n..(i + 1) * n], &batch.active[i * n..(i + 1) * n]);
+            for (((r, u), w), k) in r.iter_mut().zip(u).zip(w).zip(pruned) {
+                *r = T::narrow((w - u) * k.widen());
+            }
+            batch.states[i].residual = dual;
+            batch.states[i].stalled = true;
+        }
+        Ok(false)
+    }
+
+    /// Screens the local rows `rows`: `G E_P λ` in f64 into `scratch.multiplied` (see
+    /// [`multiply`](Self::multiply)), then the primal residual of the weights it gives,
+    /// `−(H(x − w))_S = (H E_P r_d)_S + ((HG − I) E_P λ)_S + rounding`, estimated by its first
+    /// term from the f64 dual residual `r_d` in one product in `T`, with a margin bounding the
+    /// rest: the product's rounding in `T`, the inverse's error (measured once per layer) and
+    /// the rounding of `x`. One f64 and one `T` GEMM, against two f64 GEMMs for
+    /// [`check`](Self::check).
+    fn screen(&self, batch: &Batch<T>, rows: &[usize], scratch: &mut Scratch<T>, par: Par) -> Vec<Screened> {
+        let n = batch.n;
+        let weight = self.problem.weight();
+        self.multiply(batch, rows, scratch, par);
+        let (input, out) = (&mut scratch.low_input, &mut scratch.low_output);
+        input.resize(rows.len() * n, T::narrow(0.0));
+        input.truncate(rows.len() * n);
+        let multiplied = &scratch.multiplied;
+        let norms: Vec<(f64, f64, f64)> = input
+            .par_chunks_mut(n)
+            .zip(multiplied.par_chunks(n))
+            .zip(rows.par_iter())
+            .map(|((r, u), &i)| {
+                let (lambda, pruned) = (&batch.x[i * n..(i + 1) * n], &batch.active[i * n..(i + 1) * n]);
+                let w = weight.row(batch.states[i].global);
+                let dual = lane_max(r.iter_mut().zip(u).zip(w).zip(pruned).map(|(((r, u), w), k)| {
+                    let v = (w - u) * k.widen();
+                    *r = T::narrow(v);
+                    v.abs()
+                }));
+                let lambda = lane_max(lambda.iter().map(|l| l.abs()));
+                let w = lane_max(w.iter().map(|w| w.abs()));
+                (dual, lambda, w)
             })
             .collect();
-        let mut estimated = vec![false; batch.len()];
-        if !due.is_empty() {
-            let (input, out) = (&mut scratch.low_input, &mut scratch.low_output);
-            input.clear();
-            for &i in &due {
-                input.extend_from_slice(&batch.r[i * n..(i + 1) * n]);
-            }
-            out.resize(due.len() * n, T::narrow(0.0));
-            out.truncate(due.len() * n);
-            product(input, due.len(), self.h_low.view(), out, par);
-            for (&i, out) in due.iter().zip(out.chunks(n)) {
+        out.resize(rows.len() * n, T::narrow(0.0));
+        out.truncate(rows.len() * n);
+        product(input, rows.len(), self.h_low.view(), out, par);
+        let low_roundoff = (n as f64 + 2.0) * T::ROUNDOFF;
+        out.par_chunks(n)
+            .zip(rows.par_iter())
+            .zip(norms.par_iter())
+            .map(|((hr, &i), &(dual, lambda, w))| {
                 let pruned = &batch.active[i * n..(i + 1) * n];
-                let primal = lane_max(out.iter().zip(pruned).map(|(v, k)| (v.widen() * (1.0 - k.widen())).abs()));
-                let state = &batch.states[i];
-                if state.residual > 0.0 {
-                    gains[i] = primal / state.residual;
-                }
-                estimated[i] = primal <= s.tolerance * state.scale;
-            }
-        }
-        (0..batch.len()).filter(|&i| estimated[i] || forced(&batch.states[i])).collect()
+                let primal = lane_max(hr.iter().zip(pruned).map(|(v, k)| (v.widen() * (1.0 - k.widen())).abs()));
+                let margin = low_roundoff * self.h_norm * dual
+                    + self.inverse_margin * lambda
+                    + 2.0 * f64::ROUNDOFF * self.h_norm * w;
+                Screened { primal, margin }
+            })
+            .collect()
     }
 
     /// The batch at its starting multipliers (iterates `λ`, entries the pruned inputs) and the
@@ -425,4 +525,19 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
             })
             .collect()
     }
+}
+
+/// The root-mean-square singular value of `HG − I`, estimated from [`INVERSE_PROBES`] random
+/// sign vectors (four products with each of `H` and `G`, `n²` flops apiece).
+fn inverse_error(h: MatRef<'_, f64>, g: MatRef<'_, f64>) -> f64 {
+    let n = h.nrows();
+    // A fixed pseudo-random sign pattern (Weyl sequence): the estimate is reproducible.
+    let probes: Vec<f64> = (0..INVERSE_PROBES * n)
+        .map(|k| if (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 63 == 0 { 1.0 } else { -1.0 })
+        .collect();
+    let (mut gv, mut hgv) = (vec![0.0; probes.len()], vec![0.0; probes.len()]);
+    product(&probes, INVERSE_PROBES, g, &mut gv, Par::Seq);
+    product(&gv, INVERSE_PROBES, h, &mut hgv, Par::Seq);
+    let squares: f64 = hgv.iter().zip(&probes).map(|(a, v)| (a - v).powi(2)).sum();
+    (squares / probes.len() as f64).sqrt()
 }
