@@ -221,7 +221,9 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
                 let mut unsure = Vec::new();
                 for ((&i, screened), u) in due.iter().zip(screened).zip(scratch.multiplied.chunks(n)) {
                     let bound = s.tolerance * batch.states[i].scale;
-                    if !(screened.margin <= 0.5 * bound) {
+                    // A NaN margin is not certain either.
+                    let certain = screened.margin <= 0.5 * bound;
+                    if !certain {
                         unsure.push(i);
                         continue;
                     }
