@@ -179,3 +179,19 @@ impl Mask {
 pub fn pruned_count(ratio: f64, total: usize) -> usize {
     ((ratio * total as f64).floor() as usize).min(total)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Mask;
+
+    #[test]
+    fn row_pruned_reads_each_row_across_word_boundaries() {
+        // 70 columns: two words per row, the second partly used.
+        let mask = Mask::from_fn(3, 70, |i, j| (i * 7 + j * 3) % 5 == 0);
+        for i in 0..3 {
+            let bits: Vec<bool> = mask.row_pruned(i).collect();
+            assert_eq!(bits, (0..70).map(|j| mask.is_pruned(i, j)).collect::<Vec<_>>(), "row {i}");
+        }
+        assert_eq!(mask.row_pruned(3).count(), 0);
+    }
+}

@@ -31,8 +31,8 @@ use crate::problem::{LayerProblem, Mask, RowStatus, Solution};
 /// count that decides whether a probe is worth running.
 pub const DUAL_ITERATIONS_PER_DECADE: f64 = 1.25;
 /// `dual-pcg`'s per-row work besides its iterations, in units of `n²` large-block flops: an f32
-/// product for the scale, and about 1.2 screenings per row, each an f64 product for the weights
-/// and an f32 one for the residual estimate.
+/// product for the scale, and usually one screening per row (an f64 product for the weights and
+/// an f32 one for the residual estimate).
 pub const DUAL_ROW_OVERHEAD: f64 = 5.0;
 /// Rows the probe solves by PCG before `auto` commits the rest (all rows of smaller layers).
 pub const PROBE_ROWS: usize = 32;

@@ -3,7 +3,8 @@
 //!
 //! Both solve one SPD system per row, restricted to a per-row set of entries (the kept inputs for
 //! `pcg`, the pruned ones for `dual-pcg`), with a shared operator: all live rows advance together,
-//! one GEMM per iteration, then two fused passes over each row, rows in parallel.
+//! one GEMM per iteration, then one fused pass over each row (step and new direction), rows in
+//! parallel.
 
 #![allow(clippy::indexing_slicing)] // Dense kernels: every index runs over the dimensions LayerProblem::new validated (m rows, n
 // inputs) or over the live batch built from them.
@@ -228,29 +229,14 @@ impl<T: ProductScalar> Batch<T> {
         product(input, rows.len(), h, out, par);
     }
 
-    /// One CG step of every live row with the shared operator `A`: `q = A p`, then `x += α p`,
-    /// `r −= α q` on the row's entries.
-    pub(crate) fn step(&mut self, a: MatRef<'_, T>, par: Par) {
-        let n = self.n;
-        product(&self.p, self.len(), a, &mut self.out, par);
-        self.x
-            .par_chunks_mut(n)
-            .zip(self.r.par_chunks_mut(n))
-            .zip(self.p.par_chunks_mut(n).zip(self.active.par_chunks(n)).zip(self.out.par_chunks(n)))
-            .zip(self.states.par_iter_mut())
-            .for_each(|(((x, r), ((p, active), q)), state)| {
-                pulp::Arch::new().dispatch(RowKernel { x, r, p, active, q, state, direction: None });
-            });
-    }
-
-    /// A full CG iteration of every live row: [`step`](Self::step), then new directions. With a
-    /// diagonal preconditioner both run in one pass, each row's direction while the row is still
-    /// in cache.
+    /// A full CG iteration of every live row with the shared operator `A`: `q = A p`, then
+    /// `x += α p`, `r −= α q` on the row's entries, then new directions. With a diagonal
+    /// preconditioner the step and the direction run in one pass, each row's direction while the
+    /// row is still in cache; a dense one needs its own product first.
     pub(crate) fn iterate(&mut self, a: MatRef<'_, T>, precond: &Apply<T>, par: Par) {
-        let Apply::Diagonal(d) = precond else {
-            self.step(a, par);
-            self.directions(None, precond, false, par);
-            return;
+        let diagonal = match precond {
+            Apply::Diagonal(d) => Some(d.as_slice()),
+            Apply::Dense(_) => None,
         };
         let n = self.n;
         product(&self.p, self.len(), a, &mut self.out, par);
@@ -260,9 +246,12 @@ impl<T: ProductScalar> Batch<T> {
             .zip(self.p.par_chunks_mut(n).zip(self.active.par_chunks(n)).zip(self.out.par_chunks(n)))
             .zip(self.states.par_iter_mut())
             .for_each(|(((x, r), ((p, active), q)), state)| {
-                let z = RowPreconditioner::Diagonal(d);
-                pulp::Arch::new().dispatch(RowKernel { x, r, p, active, q, state, direction: Some((z, false)) });
+                let direction = diagonal.map(|d| (RowPreconditioner::Diagonal(d), false));
+                pulp::Arch::new().dispatch(RowKernel { x, r, p, active, q, state, direction });
             });
+        if diagonal.is_none() {
+            self.directions(None, precond, false, par);
+        }
     }
 
     /// New directions `p = z + β p` (`β = 0` when `restart`) of the local rows `rows` (all when

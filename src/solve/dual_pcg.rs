@@ -325,10 +325,7 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
         if state.stalled || dual > 2.0 * state.residual {
             // Restart from the dual residual `w_P − (G E_P λ)_P` in f64.
             let (r, pruned) = (&mut batch.r[i * n..(i + 1) * n], &batch.active[i * n..(i + 1) * n]);
-            for (((r, u), w), k) in r.iter_mut().zip(u).zip(w).zip(pruned) {
-                *r = T::narrow((w - u) * k.widen());
-            }
-            batch.states[i].residual = dual;
+            batch.states[i].residual = dual_residual(r, u, w, pruned);
             batch.states[i].stalled = true;
         }
         Ok(false)
@@ -356,11 +353,7 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
             .map(|((r, u), &i)| {
                 let (lambda, pruned) = (&batch.x[i * n..(i + 1) * n], &batch.active[i * n..(i + 1) * n]);
                 let w = weight.row(batch.states[i].global);
-                let dual = lane_max(r.iter_mut().zip(u).zip(w).zip(pruned).map(|(((r, u), w), k)| {
-                    let v = (w - u) * k.widen();
-                    *r = T::narrow(v);
-                    v.abs()
-                }));
+                let dual = dual_residual(r, u, w, pruned);
                 let lambda = lane_max(lambda.iter().map(|l| l.abs()));
                 let w = lane_max(w.iter().map(|w| w.abs()));
                 (dual, lambda, w)
@@ -475,7 +468,6 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
             },
         );
         self.multiply(batch, &all, scratch, par);
-        let weight = self.problem.weight();
         batch
             .r
             .par_chunks_mut(n)
@@ -483,12 +475,7 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
             .zip(batch.active.par_chunks(n))
             .zip(batch.states.par_iter_mut())
             .for_each(|(((r, u), pruned), state)| {
-                state.residual =
-                    lane_max(r.iter_mut().zip(u).zip(weight.row(state.global)).zip(pruned).map(|(((r, u), w), k)| {
-                        let v = (w - u) * k.widen();
-                        *r = T::narrow(v);
-                        v.abs()
-                    }));
+                state.residual = dual_residual(r, u, weight.row(state.global), pruned);
             });
     }
 
@@ -527,6 +514,16 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
             })
             .collect()
     }
+}
+
+/// Writes one row's dual residual `w_P − u_P` with `u = G E_P λ` (zero off `P`) into `r`, rounded
+/// to `T`, and returns its f64 `‖·‖∞`.
+fn dual_residual<T: ProductScalar>(r: &mut [T], u: &[f64], w: ArrayView1<'_, f64>, pruned: &[T]) -> f64 {
+    lane_max(r.iter_mut().zip(u).zip(w).zip(pruned).map(|(((r, u), w), k)| {
+        let v = (w - u) * k.widen();
+        *r = T::narrow(v);
+        v.abs()
+    }))
 }
 
 /// The root-mean-square singular value of `HG − I`, estimated from [`INVERSE_PROBES`] random

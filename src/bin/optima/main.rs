@@ -53,8 +53,8 @@ fn main() -> ExitCode {
 
 /// Asks glibc's allocator to keep freed memory for reuse. Solvers allocate and free buffers of
 /// tens of MiB per layer; by default glibc maps the larger ones fresh and returns freed heap tops
-/// to the kernel, so every layer pays a page fault per 4 KiB it touches again (7% of `auto`'s time
-/// on a 1536×576 layer, docs/benchmarks.md). The same applies to library users through
+/// to the kernel, so every layer pays a page fault per 4 KiB it touches again (2–7% of `auto`'s
+/// time on a 1536×576 layer, docs/benchmarks.md). The same applies to library users through
 /// `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824`.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn keep_freed_memory() {
