@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
 bundle=device-bundle
 
-cargo build --release --features cuda --bin optima
-tests_exe=$(cargo test --release --features cuda --test cuda --no-run --message-format=json 2>/dev/null |
+cargo build --release -p optima-cli --features cuda --bin optima
+tests_exe=$(cargo test --release -p optima --features cuda --test cuda --no-run --message-format=json 2>/dev/null |
     python3 -c 'import json, sys
 for line in sys.stdin:
     try:

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 model=assets/SmolLM2-135M-Instruct.Q4_1.gguf
 [ -f "$model" ] && [ -d assets/fortunes ] && [ -f assets/jargon.txt.gz ] || ./scripts/fetch-assets.sh
-cargo build --release --quiet
+cargo build --release --quiet -p optima-cli
 bin=./target/release/optima
 mkdir -p out
 eval_args=(--start-char 7697 --windows 16 --window-len 512)

@@ -20,7 +20,7 @@ seconds=${2:-600}
 
 write_seeds() {
     echo "writing seed corpora into fuzz/corpus/" >&2
-    FUZZ_SEEDS_DIR="$PWD/fuzz/corpus" cargo test --quiet --test fuzz_regressions -- --ignored --exact write_fuzz_seeds >&2
+    FUZZ_SEEDS_DIR="$PWD/fuzz/corpus" cargo test --quiet -p optima-llm --test fuzz_regressions -- --ignored --exact write_fuzz_seeds >&2
 }
 
 case "$target" in

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/fetch-assets.sh
-cargo build --release --quiet
+cargo build --release --quiet -p optima-cli
 bin=./target/release/optima
 model=assets/SmolLM2-135M-Instruct.Q4_1.gguf
 tmp=$(mktemp -d)

@@ -7,9 +7,9 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use optima::io::gguf::{GgufFile, GgufValue};
-use optima::llm::llama::{LlamaConfig, LlamaModel};
-use optima::llm::tokenizer::Tokenizer;
+use optima_llm::gguf::{GgufFile, GgufValue};
+use optima_llm::llama::{LlamaConfig, LlamaModel};
+use optima_llm::tokenizer::Tokenizer;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(file) = GgufFile::from_bytes(data.to_vec(), Path::new("fuzz.gguf")) else { return };
@@ -45,7 +45,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = file.get_f32_array(key);
     }
 
-    // What `optima::llm::model_file::load_model` does after reading the file.
+    // What `optima_llm::model_file::load_model` does after reading the file.
     let _ = file.get_str("general.architecture");
     if let Ok(tokenizer) = Tokenizer::from_gguf(&file) {
         let ids = tokenizer.encode("Hello, world! 123 <|im_start|>x");

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use optima::llm::tokenizer::{PreTokenizer, Tokenizer, bytes_to_unicode, token_type};
+use optima_llm::tokenizer::{PreTokenizer, Tokenizer, bytes_to_unicode, token_type};
 
 /// All 256 byte symbols, a few merges, and two control tokens, with both pre-tokenizers.
 fn fixed(pre: PreTokenizer) -> Tokenizer {

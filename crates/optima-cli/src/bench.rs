@@ -1,0 +1,185 @@
+//! `optima bench`: solvers side by side on generated LLM-like layers or problem files.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use ndarray::Axis;
+use optima::backend::Device;
+use optima::io::read_problem_file;
+use optima::mask::masker_by_name;
+use optima::solve::{DirectForm, Precision, Preconditioner, SolverOptions};
+use optima::{Hessian, LayerProblem, Mask, OptimaError, Parallelism, SparsityPattern};
+use optima_cli::harness::llama::{LlamaBenchOptions, bench_llama3_8b, llama_markdown};
+use optima_cli::harness::{BenchCase, BenchRow, bench_problem_on, generate_problem, markdown_table};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Layer shapes `MxN` to generate; repeat the flag for several.
+    #[arg(long = "shape", value_parser = parse_shape)]
+    shapes: Vec<(usize, usize)>,
+    /// Problem files to bench instead of (or besides) generated shapes; repeat for several.
+    #[arg(long = "problem")]
+    problems: Vec<PathBuf>,
+    /// Patterns for Wanda masks; repeat the flag for several (files with a mask use theirs).
+    #[arg(long = "pattern", default_values = ["0.5", "2:4"])]
+    patterns: Vec<SparsityPattern>,
+    /// Solvers to run, comma-separated (direct, when listed, runs first as the reference).
+    /// Default: direct; with --llama3-8b-shapes, auto.
+    #[arg(long, value_delimiter = ',')]
+    solvers: Vec<String>,
+    /// Device: cpu, cuda or cuda:N (cuda needs a build with `--features cuda` and a GPU).
+    #[arg(long, default_value = "cpu")]
+    device: Device,
+    /// Bench the seven linear layers of Llama-3-8B (q/o 4096x4096, k/v 1024x4096, gate/up
+    /// 14336x4096, down 4096x14336) at the given patterns, with the 32-block projection.
+    #[arg(long)]
+    llama3_8b_shapes: bool,
+    /// With --llama3-8b-shapes: divide every dimension by this (smoke tests on small machines).
+    #[arg(long, default_value_t = 1)]
+    scale_down: usize,
+    /// Relative KKT tolerance of iterative solvers (pdhg keeps its own 1e-2 unless --pdhg-tol).
+    #[arg(long, default_value_t = optima::solve::DEFAULT_TOLERANCE)]
+    tol: f64,
+    /// eps_abs = eps_rel of pdhg.
+    #[arg(long)]
+    pdhg_tol: Option<f64>,
+    /// Iteration cap of iterative solvers.
+    #[arg(long)]
+    max_iter: Option<usize>,
+    /// Preconditioner of pcg: jacobi, identity or inverse.
+    #[arg(long, default_value = "jacobi")]
+    preconditioner: Preconditioner,
+    /// Precision of pcg's and dual-pcg's products: double, or mixed (f32 GEMMs, f64 checks).
+    /// Default: double for pcg, mixed for dual-pcg; auto always uses mixed.
+    #[arg(long)]
+    precision: Option<Precision>,
+    /// Bench only the first R rows of each layer (for shapes where direct on all rows is too slow).
+    #[arg(long)]
+    rows: Option<usize>,
+    /// Run every solver this many times, in rounds, and report its fastest run (shared machines
+    /// are noisy).
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// Threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Generator seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print JSON (one array) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parses `MxN`.
+pub fn parse_shape(s: &str) -> Result<(usize, usize), String> {
+    let (m, n) = s.split_once(['x', 'X']).ok_or_else(|| format!("shape {s:?} is not MxN"))?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&v| v > 0)
+            .ok_or_else(|| format!("shape {s:?}: {v:?} is not a positive integer"))
+    };
+    Ok((parse(m)?, parse(n)?))
+}
+
+fn first_rows(problem: LayerProblem, rows: Option<usize>) -> optima::Result<LayerProblem> {
+    let Some(r) = rows.filter(|&r| r < problem.rows()) else {
+        return Ok(problem);
+    };
+    let (w, h, mask) = problem.into_parts();
+    let idx: Vec<usize> = (0..r).collect();
+    let sub = Mask::from_fn(r, mask.cols(), |i, j| mask.is_pruned(i, j));
+    LayerProblem::new(w.select(Axis(0), &idx), h, sub)
+}
+
+pub fn run(args: BenchArgs) -> optima::Result<()> {
+    let par = Parallelism::from_threads(args.threads);
+    let options = SolverOptions {
+        tolerance: args.tol,
+        max_iterations: args.max_iter,
+        parallelism: par,
+        form: DirectForm::Auto,
+        preconditioner: args.preconditioner,
+        precision: args.precision,
+        pdhg_tolerance: args.pdhg_tol,
+    };
+    if args.llama3_8b_shapes {
+        return run_llama(&args, options);
+    }
+    let solvers = if args.solvers.is_empty() { vec!["direct".to_string()] } else { args.solvers.clone() };
+    for s in &solvers {
+        optima::solve::solver_by_name(s, &options)?;
+    }
+    let shapes = if args.shapes.is_empty() && args.problems.is_empty() {
+        vec![(576, 576), (576, 1536), (1536, 576)]
+    } else {
+        args.shapes.clone()
+    };
+    let total = shapes.len() * args.patterns.len() + args.problems.len();
+    let progress = ProgressBar::new(total as u64);
+    progress.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut rows: Vec<BenchRow> = Vec::new();
+    for &(m, n) in &shapes {
+        for &pattern in &args.patterns {
+            progress.set_message(format!("{m}x{n} {pattern}"));
+            let case = BenchCase { rows: m, cols: n, pattern, seed: args.seed };
+            let problem = first_rows(generate_problem(&case, par)?, args.rows)?;
+            let shape = format!(
+                "{}x{n}{}",
+                problem.rows(),
+                if problem.rows() < m { format!(" (of {m})") } else { String::new() }
+            );
+            let pattern = pattern.to_string();
+            rows.extend(bench_problem_on(args.device, &shape, &pattern, &problem, &solvers, &options, args.repeat)?);
+            progress.inc(1);
+        }
+    }
+    for path in &args.problems {
+        progress.set_message(path.display().to_string());
+        let file = read_problem_file(path)?;
+        let hessian = Hessian::new(file.hessian, optima::DEFAULT_PERCDAMP)?;
+        let (mask, label) = match file.mask {
+            Some(mask) => (mask, "file".to_string()),
+            None => {
+                let pattern = args.patterns.first().copied().unwrap_or(SparsityPattern::per_row(0.5)?);
+                (masker_by_name("wanda")?.select(file.weight.view(), &hessian, &pattern)?, pattern.to_string())
+            }
+        };
+        let problem = first_rows(LayerProblem::new(file.weight, hessian, mask)?, args.rows)?;
+        let shape = format!("{}x{}", problem.rows(), problem.cols());
+        rows.extend(bench_problem_on(args.device, &shape, &label, &problem, &solvers, &options, args.repeat)?);
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows).map_err(|e| OptimaError::InvalidSetting(e.to_string()))?);
+    } else {
+        print!("{}", markdown_table(&rows));
+    }
+    Ok(())
+}
+
+fn run_llama(args: &BenchArgs, options: SolverOptions) -> optima::Result<()> {
+    let opts = LlamaBenchOptions {
+        device: args.device,
+        solvers: if args.solvers.is_empty() { vec!["auto".to_string()] } else { args.solvers.clone() },
+        patterns: args.patterns.clone(),
+        rows: args.rows,
+        scale_down: args.scale_down,
+        options,
+        seed: args.seed,
+    };
+    let report = bench_llama3_8b(&opts, |step| eprintln!("bench: {step}"))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| OptimaError::InvalidSetting(e.to_string()))?);
+        eprint!("{}", llama_markdown(&report));
+    } else {
+        print!("{}", llama_markdown(&report));
+    }
+    Ok(())
+}

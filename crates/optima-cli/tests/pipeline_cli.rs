@@ -1,0 +1,189 @@
+//! The `optima` binary's prune and perplexity commands on a tiny random Llama written as GGUF.
+
+#[path = "../../optima-llm/tests/tiny_model/mod.rs"]
+mod tiny_model;
+
+use std::path::Path;
+use std::process::Command;
+
+use optima_llm::llama::{LlamaConfig, LlamaModel};
+use optima_llm::model_file::load_model;
+use tiny_model::*;
+
+#[test]
+fn the_cli_prunes_evaluates_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.gguf");
+    write_tiny_gguf(&model, &LlamaModel::random(tiny_config(), 4).unwrap());
+    let text = dir.path().join("calib.txt");
+    std::fs::write(&text, "the thin thing in the tin then ".repeat(200)).unwrap();
+    let out = dir.path().join("pruned.gguf");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let run = |args: &[String]| Command::new(env!("CARGO_BIN_EXE_optima")).args(args).output().unwrap();
+    let args: Vec<String> = [
+        "prune",
+        "--model",
+        &s(&model),
+        "--calib",
+        &s(&text),
+        "--pattern",
+        "2:4",
+        "--solver",
+        "direct",
+        "--calib-seqs",
+        "4",
+        "--seq-len",
+        "32",
+        "--out",
+        &s(&out),
+        "--eval",
+        &s(&text),
+        "--windows",
+        "2",
+        "--window-len",
+        "16",
+        "--json",
+    ]
+    .map(String::from)
+    .to_vec();
+    let result = run(&args);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    assert!(v["perplexity"]["ppl"].as_f64().unwrap() > 1.0);
+    assert!(v["mean_error_after"].as_f64().unwrap() < v["mean_error_before"].as_f64().unwrap());
+    check_pattern(&load_model(&out).unwrap().model, &"2:4".parse().unwrap());
+    let ppl = run(&[
+        "perplexity",
+        "--model",
+        &s(&out),
+        "--text",
+        &s(&text),
+        "--windows",
+        "2",
+        "--window-len",
+        "16",
+        "--json",
+    ]
+    .map(String::from));
+    assert!(ppl.status.success(), "{}", String::from_utf8_lossy(&ppl.stderr));
+
+    let mut overwrite = args.clone();
+    let pos = overwrite.iter().position(|a| a == "--out").unwrap();
+    overwrite[pos + 1] = s(&model);
+    let refused = run(&overwrite);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("refusing to overwrite"));
+    let missing = run(&["perplexity", "--model", "/nonexistent/m.gguf", "--text", &s(&text)].map(String::from));
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("fetch-assets"));
+}
+
+#[test]
+fn a_killed_run_resumes_from_its_checkpoint_to_the_same_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LlamaConfig { hidden: 128, intermediate: 384, blocks: 6, heads: 8, kv_heads: 4, ..tiny_config() };
+    let model = dir.path().join("tiny.gguf");
+    write_tiny_gguf(&model, &LlamaModel::random(config, 6).unwrap());
+    let text = dir.path().join("calib.txt");
+    std::fs::write(&text, "the thin thing in the tin then ".repeat(400)).unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let args = |out: &Path| -> Vec<String> {
+        let a = ["prune", "--model", &s(&model), "--calib", &s(&text), "--solver", "direct", "--masker", "sparsegpt"];
+        let b = ["--calib-seqs", "16", "--seq-len", "96", "--threads", "2", "--json", "--out", &s(out)];
+        a.iter().chain(&b).map(|x| x.to_string()).collect()
+    };
+    let optima = || Command::new(env!("CARGO_BIN_EXE_optima"));
+
+    let reference = dir.path().join("reference.gguf");
+    let done = optima().args(args(&reference)).output().unwrap();
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert!(!dir.path().join("reference.gguf.checkpoint").exists(), "checkpoint removed after success");
+
+    // Kill a second run as soon as its checkpoint shows a finished block.
+    let out = dir.path().join("out.gguf");
+    let manifest = dir.path().join("out.gguf.checkpoint/manifest.json");
+    let blocks_done = || -> usize {
+        std::fs::read(&manifest)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["blocks_done"].as_u64())
+            .unwrap_or(0) as usize
+    };
+    let mut child = optima().args(args(&out)).stdout(std::process::Stdio::null()).spawn().unwrap();
+    while blocks_done() < 2 {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be interrupted");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let interrupted_at = blocks_done();
+    assert!((2..config.blocks).contains(&interrupted_at), "killed after {interrupted_at} blocks");
+    assert!(!out.exists(), "an interrupted run leaves no output");
+
+    // Without --resume the unfinished run is not silently discarded.
+    let refused = optima().args(args(&out)).output().unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--resume"));
+
+    let mut resume = args(&out);
+    resume.push("--resume".into());
+    let resumed = optima().args(&resume).output().unwrap();
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&reference).unwrap(), "resumed output differs");
+    let a: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+    let b: serde_json::Value = serde_json::from_slice(&resumed.stdout).unwrap();
+    assert_eq!(a["mean_error_after"], b["mean_error_after"]);
+    assert!(!dir.path().join("out.gguf.checkpoint").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn hostile_model_files_and_budgets_exit_with_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let model = dir.path().join("tiny.gguf");
+    let mut dense = LlamaModel::random(tiny_config(), 8).unwrap();
+    write_tiny_gguf(&model, &dense);
+    let text = dir.path().join("calib.txt");
+    std::fs::write(&text, "the thin thing in the tin then ".repeat(100)).unwrap();
+    let run = |model: &Path, extra: &[&str]| {
+        let mut args = vec!["prune".to_string(), "--model".into(), s(model), "--calib".into(), s(&text)];
+        args.extend(["--calib-seqs", "2", "--seq-len", "16"].map(String::from));
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Command::new(env!("CARGO_BIN_EXE_optima")).args(&args).output().unwrap()
+    };
+    let fails_cleanly = |out: std::process::Output, needle: &str| {
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line expected: {stderr}");
+        assert!(stderr.starts_with("error: ") && stderr.contains(needle), "{needle:?} not in {stderr}");
+    };
+
+    let bytes = std::fs::read(&model).unwrap();
+    for cut in [0, 3, 24, bytes.len() / 3, bytes.len() - 1] {
+        let truncated = dir.path().join(format!("cut{cut}.gguf"));
+        std::fs::write(&truncated, &bytes[..cut]).unwrap();
+        fails_cleanly(run(&truncated, &[]), "cut");
+    }
+
+    dense.blocks[1].up[[3, 5]] = f32::NAN;
+    let nan = dir.path().join("nan.gguf");
+    write_tiny_gguf(&nan, &dense);
+    fails_cleanly(run(&nan, &[]), "blk.1.ffn_up.weight");
+
+    let out = dir.path().join("out.gguf");
+    fails_cleanly(run(&model, &["--max-memory", "300K", "--out", &s(&out)]), "memory budget");
+    // A GPU that is not there (or not compiled in) is refused before any work, in one line.
+    fails_cleanly(run(&model, &["--device", "cuda", "--solver", "direct", "--out", &s(&out)]), "CUDA");
+    // A malformed flag is a usage error: clap's exit code 2 and its usage hint, never a panic.
+    let usage = run(&model, &["--max-memory", "lots"]);
+    assert_eq!(usage.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&usage.stderr).starts_with("error: invalid value 'lots'"));
+    assert!(!out.exists());
+}

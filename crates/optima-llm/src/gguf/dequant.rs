@@ -1,0 +1,249 @@
+//! ggml tensor types and their decoding to `f32`, following ggml's block layouts.
+
+use std::fmt;
+
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+/// A ggml tensor type (the storage format of a tensor's data).
+#[allow(non_camel_case_types, missing_docs)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum GgmlType {
+    F32 = 0,
+    F16 = 1,
+    Q4_0 = 2,
+    Q4_1 = 3,
+    Q5_0 = 6,
+    Q5_1 = 7,
+    Q8_0 = 8,
+    Q2_K = 10,
+    Q3_K = 11,
+    Q4_K = 12,
+    Q5_K = 13,
+    Q6_K = 14,
+    Q8_K = 15,
+    IQ2_XXS = 16,
+    IQ2_XS = 17,
+    IQ3_XXS = 18,
+    IQ1_S = 19,
+    IQ4_NL = 20,
+    IQ3_S = 21,
+    IQ2_S = 22,
+    IQ4_XS = 23,
+    I8 = 24,
+    I16 = 25,
+    I32 = 26,
+    I64 = 27,
+    F64 = 28,
+    IQ1_M = 29,
+    BF16 = 30,
+    TQ1_0 = 34,
+    TQ2_0 = 35,
+    MXFP4 = 39,
+}
+
+impl GgmlType {
+    /// The type for an id read from a file, `None` for an unknown id.
+    pub fn from_u32(id: u32) -> Option<Self> {
+        use GgmlType::*;
+        Some(match id {
+            0 => F32,
+            1 => F16,
+            2 => Q4_0,
+            3 => Q4_1,
+            6 => Q5_0,
+            7 => Q5_1,
+            8 => Q8_0,
+            10 => Q2_K,
+            11 => Q3_K,
+            12 => Q4_K,
+            13 => Q5_K,
+            14 => Q6_K,
+            15 => Q8_K,
+            16 => IQ2_XXS,
+            17 => IQ2_XS,
+            18 => IQ3_XXS,
+            19 => IQ1_S,
+            20 => IQ4_NL,
+            21 => IQ3_S,
+            22 => IQ2_S,
+            23 => IQ4_XS,
+            24 => I8,
+            25 => I16,
+            26 => I32,
+            27 => I64,
+            28 => F64,
+            29 => IQ1_M,
+            30 => BF16,
+            34 => TQ1_0,
+            35 => TQ2_0,
+            39 => MXFP4,
+            _ => return None,
+        })
+    }
+
+    /// Elements per block (1 for plain types, 32 or 256 for quantized ones).
+    pub fn block_size(self) -> usize {
+        use GgmlType::*;
+        match self {
+            F32 | F16 | BF16 | I8 | I16 | I32 | I64 | F64 => 1,
+            Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | IQ4_NL | MXFP4 => 32,
+            _ => 256,
+        }
+    }
+
+    /// Bytes per block (ggml's `type_size`).
+    pub fn type_size(self) -> usize {
+        use GgmlType::*;
+        match self {
+            F32 | I32 => 4,
+            F16 | BF16 | I16 => 2,
+            I8 => 1,
+            I64 | F64 => 8,
+            Q4_0 | IQ4_NL => 18,
+            Q4_1 => 20,
+            Q5_0 => 22,
+            Q5_1 => 24,
+            Q8_0 => 34,
+            MXFP4 => 17,
+            Q2_K => 84,
+            Q3_K => 110,
+            Q4_K => 144,
+            Q5_K => 176,
+            Q6_K => 210,
+            Q8_K => 292,
+            IQ2_XXS => 66,
+            IQ2_XS => 74,
+            IQ3_XXS => 98,
+            IQ1_S => 50,
+            IQ3_S => 110,
+            IQ2_S => 82,
+            IQ4_XS => 136,
+            IQ1_M => 56,
+            TQ1_0 => 54,
+            TQ2_0 => 66,
+        }
+    }
+
+    /// Whether [`GgufFile::tensor_f32`] can convert this type to `f32`.
+    pub fn can_dequantize(self) -> bool {
+        use GgmlType::*;
+        matches!(self, F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0)
+    }
+}
+
+impl fmt::Display for GgmlType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Converts `n` elements of type `ty` stored in `bytes` to `f32`, following ggml's block layouts.
+/// `bytes` must hold exactly `n / block_size * type_size` bytes.
+pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> std::result::Result<Vec<f32>, String> {
+    let block = ty.block_size();
+    let size = ty.type_size();
+    if n % block != 0 {
+        return Err(format!("{n} elements is not a whole number of {ty} blocks of {block}"));
+    }
+    let needed = (n / block).checked_mul(size).ok_or_else(|| "data size overflows".to_string())?;
+    if bytes.len() != needed {
+        return Err(format!("{n} {ty} elements need {needed} bytes, found {}", bytes.len()));
+    }
+    if !ty.can_dequantize() {
+        return Err(format!(
+            "type {ty} cannot be converted to f32 here (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1)"
+        ));
+    }
+    let mut out = vec![0f32; n];
+    // Work in chunks of whole blocks, in parallel.
+    const BLOCKS_PER_TASK: usize = 1024;
+    out.par_chunks_mut(block * BLOCKS_PER_TASK)
+        .zip(bytes.par_chunks(size * BLOCKS_PER_TASK))
+        .for_each(|(y, x)| dequantize_blocks(ty, x, y));
+    Ok(out)
+}
+
+/// An `f16` stored little-endian, as `f32`.
+#[inline]
+fn half(b: [u8; 2]) -> f32 {
+    f16::from_le_bytes(b).to_f32()
+}
+
+/// Applies `f` to each block: `x` holds whole blocks of `X` bytes, `y` receives `Y` values per block.
+#[inline]
+fn for_blocks<const X: usize, const Y: usize>(x: &[u8], y: &mut [f32], f: impl Fn(&[u8; X], &mut [f32; Y])) {
+    for (x, y) in x.chunks_exact(X).zip(y.chunks_exact_mut(Y)) {
+        // `chunks_exact` yields exactly `X` and `Y` elements, so both conversions succeed.
+        if let (Ok(x), Ok(y)) = (x.try_into(), y.try_into()) {
+            f(x, y);
+        }
+    }
+}
+
+/// Whole blocks of type `ty`: `x` holds `type_size` bytes per block, `y` receives `block_size`
+/// values per block.
+fn dequantize_blocks(ty: GgmlType, x: &[u8], y: &mut [f32]) {
+    match ty {
+        GgmlType::F32 => for_blocks(x, y, |&x: &[u8; 4], [y]: &mut [f32; 1]| *y = f32::from_le_bytes(x)),
+        GgmlType::F16 => for_blocks(x, y, |&x: &[u8; 2], [y]: &mut [f32; 1]| *y = half(x)),
+        GgmlType::BF16 => for_blocks(x, y, |&x: &[u8; 2], [y]: &mut [f32; 1]| *y = bf16::from_le_bytes(x).to_f32()),
+        GgmlType::Q8_0 => for_blocks(x, y, |x: &[u8; 34], y: &mut [f32; 32]| {
+            // block_q8_0 { f16 d; i8 qs[32]; }
+            let [d0, d1, qs @ ..] = x;
+            let d = half([*d0, *d1]);
+            for (v, &q) in y.iter_mut().zip(qs) {
+                *v = f32::from(q as i8) * d;
+            }
+        }),
+        GgmlType::Q4_0 => for_blocks(x, y, |x: &[u8; 18], y: &mut [f32; 32]| {
+            // block_q4_0 { f16 d; u8 qs[16]; }: low nibbles are elements 0..16, high 16..32.
+            let [d0, d1, qs @ ..] = x;
+            let d = half([*d0, *d1]);
+            let (lo, hi) = y.split_at_mut(16);
+            for ((&q, lo), hi) in qs.iter().zip(lo).zip(hi) {
+                *lo = f32::from(i16::from(q & 0x0f) - 8) * d;
+                *hi = f32::from(i16::from(q >> 4) - 8) * d;
+            }
+        }),
+        GgmlType::Q4_1 => for_blocks(x, y, |x: &[u8; 20], y: &mut [f32; 32]| {
+            // block_q4_1 { f16 d; f16 m; u8 qs[16]; }
+            let [d0, d1, m0, m1, qs @ ..] = x;
+            let (d, m) = (half([*d0, *d1]), half([*m0, *m1]));
+            let (lo, hi) = y.split_at_mut(16);
+            for ((&q, lo), hi) in qs.iter().zip(lo).zip(hi) {
+                *lo = f32::from(q & 0x0f) * d + m;
+                *hi = f32::from(q >> 4) * d + m;
+            }
+        }),
+        GgmlType::Q5_0 => for_blocks(x, y, |x: &[u8; 22], y: &mut [f32; 32]| {
+            // block_q5_0 { f16 d; u8 qh[4]; u8 qs[16]; }: bit j of qh is the 5th bit of element j.
+            let [d0, d1, h0, h1, h2, h3, qs @ ..] = x;
+            let d = half([*d0, *d1]);
+            let qh = u32::from_le_bytes([*h0, *h1, *h2, *h3]);
+            let (lo, hi) = y.split_at_mut(16);
+            for (j, ((&q, lo), hi)) in qs.iter().zip(lo).zip(hi).enumerate() {
+                let h0 = (((qh >> j) << 4) & 0x10) as u8;
+                let h1 = ((qh >> (j + 12)) & 0x10) as u8;
+                *lo = f32::from(i16::from((q & 0x0f) | h0) - 16) * d;
+                *hi = f32::from(i16::from((q >> 4) | h1) - 16) * d;
+            }
+        }),
+        GgmlType::Q5_1 => for_blocks(x, y, |x: &[u8; 24], y: &mut [f32; 32]| {
+            // block_q5_1 { f16 d; f16 m; u8 qh[4]; u8 qs[16]; }
+            let [d0, d1, m0, m1, h0, h1, h2, h3, qs @ ..] = x;
+            let (d, m) = (half([*d0, *d1]), half([*m0, *m1]));
+            let qh = u32::from_le_bytes([*h0, *h1, *h2, *h3]);
+            let (lo, hi) = y.split_at_mut(16);
+            for (j, ((&q, lo), hi)) in qs.iter().zip(lo).zip(hi).enumerate() {
+                let h0 = (((qh >> j) << 4) & 0x10) as u8;
+                let h1 = ((qh >> (j + 12)) & 0x10) as u8;
+                *lo = f32::from((q & 0x0f) | h0) * d + m;
+                *hi = f32::from((q >> 4) | h1) * d + m;
+            }
+        }),
+        // Refused by `dequantize` before any block is touched.
+        _ => y.fill(f32::NAN),
+    }
+}

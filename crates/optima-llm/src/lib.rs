@@ -1,0 +1,18 @@
+//! # optima-llm — Llama-family models for optima
+//!
+//! The end-to-end LLM side of [optima](https://docs.rs/optima): GGUF files, the tokenizer from
+//! GGUF metadata, the Llama forward pass, perplexity, and block-sequential pruning with
+//! checkpoints. Long runs report [`progress`] events through a callback.
+
+mod activations;
+pub mod calibration;
+pub mod checkpoint;
+pub mod gguf;
+pub mod llama;
+pub mod model_file;
+pub mod perplexity;
+pub mod progress;
+pub mod prune;
+pub mod report;
+pub mod settings;
+pub mod tokenizer;

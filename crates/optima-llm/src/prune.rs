@@ -1,0 +1,353 @@
+//! Block-sequential pruning of a Llama model (DESIGN.md §6): each block sees calibration inputs
+//! that come from the already-pruned blocks before it; one Hessian per distinct linear input
+//! (q/k/v share one, gate/up share one, o and down have their own); every linear layer is masked
+//! and reconstructed; then the block's outputs are recomputed with the pruned weights.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ndarray::{Array2, ArrayView2};
+use serde::Serialize;
+
+use super::activations::ActivationStore;
+use super::checkpoint::Checkpoint;
+use super::llama::{LinearInput, LinearKind, LlamaConfig, LlamaModel};
+use super::progress::PruneEvent;
+pub use super::report::{LayerRecord, PruneReport};
+pub use super::settings::{MaskerChoice, PruneSettings, UpdateChoice};
+use optima::backend::Parallelism;
+use optima::error::{OptimaError, Result};
+use optima::hessian::{CpuHessianAccumulator, HessianAccumulator};
+use optima::mask::{MagnitudeMasker, Masker, SparseGptMasker, WandaMasker};
+use optima::memory::{Bytes, MemoryEstimate};
+use optima::problem::{Hessian, LayerProblem, Mask};
+use optima::solve::{QpSolver, RowChunked, SparseGptSettings, evaluate, problem_memory, solver_by_name, solver_on};
+
+/// How a run fits its memory budget ([`plan_memory`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct MemoryPlan {
+    /// Calibration activations live on disk, one sequence in memory at a time.
+    pub activations_on_disk: bool,
+    /// Estimated peak of the run beyond the model, with this plan (solves chunked to fit).
+    pub estimated_peak: Bytes,
+}
+
+/// What one block's work needs besides the activations: Hessians, one sequence's forward pass,
+/// and the largest layer's mask and solve at one row per chunk.
+struct BlockMemory {
+    shared: Bytes,
+    layers: Vec<(LinearKind, Bytes, MemoryEstimate)>,
+}
+
+fn block_memory(config: &LlamaConfig, seq_len: usize, settings: &PruneSettings) -> Result<BlockMemory> {
+    let (h, i) = (config.hidden, config.intermediate);
+    let hessians = Bytes::f64s(3 * h * h + i * i) * 2;
+    let forward =
+        Bytes::f32s(seq_len * (10 * h + 4 * i) + seq_len * seq_len * config.heads) + Bytes::f64s(seq_len * h.max(i));
+    let solver = match &settings.update {
+        UpdateChoice::Solver(name) => Some(solver_by_name(name, &settings.solver)?),
+        UpdateChoice::None => None,
+    };
+    let layers = LinearKind::ALL
+        .iter()
+        .map(|&kind| {
+            let (m, n) = kind.shape(config);
+            let sparsegpt =
+                if settings.masker == MaskerChoice::SparseGpt { Bytes::f64s(4 * n * n + 2 * m * n) } else { Bytes(0) };
+            let whole_layer = Bytes::f64s(3 * m * n) + sparsegpt;
+            let solve =
+                solver.as_ref().map_or(MemoryEstimate::default(), |s| problem_memory(n).plus(s.memory_estimate(n)));
+            (kind, whole_layer, solve)
+        })
+        .collect();
+    Ok(BlockMemory { shared: hessians + forward, layers })
+}
+
+/// Plans a run of `sequences × seq_len` calibration tokens on a model of `config` within
+/// `settings.memory_budget`: activations in memory when they fit, else on disk; an error naming
+/// the smallest budget that would do when even one sequence and one row per solve do not fit.
+pub fn plan_memory(
+    config: &LlamaConfig,
+    sequences: usize,
+    seq_len: usize,
+    settings: &PruneSettings,
+) -> Result<MemoryPlan> {
+    plan_with_needs(config, sequences, seq_len, settings).map(|(plan, ..)| plan)
+}
+
+/// [`plan_memory`], with what the driver needs to size each solve: the per-block needs and the
+/// memory the activations take under the plan.
+fn plan_with_needs(
+    config: &LlamaConfig,
+    sequences: usize,
+    seq_len: usize,
+    settings: &PruneSettings,
+) -> Result<(MemoryPlan, BlockMemory, Bytes)> {
+    let need = block_memory(config, seq_len, settings)?;
+    let largest = need.layers.iter().map(|(_, whole, solve)| *whole + solve.for_rows(1)).max().unwrap_or_default();
+    let one_sequence = Bytes::f32s(2 * seq_len * config.hidden);
+    let all_sequences = one_sequence * sequences;
+    let in_memory = need.shared + all_sequences + largest;
+    let on_disk = need.shared + one_sequence + largest;
+    let in_memory_plan = MemoryPlan { activations_on_disk: false, estimated_peak: in_memory };
+    match settings.memory_budget {
+        None => Ok((in_memory_plan, need, all_sequences)),
+        Some(budget) if in_memory <= budget => Ok((in_memory_plan, need, all_sequences)),
+        Some(budget) if on_disk <= budget => {
+            Ok((MemoryPlan { activations_on_disk: true, estimated_peak: on_disk }, need, one_sequence))
+        }
+        Some(budget) => Err(OptimaError::MemoryBudget {
+            what: "pruning one block (Hessians, one sequence's forward pass, the largest layer one row at a time)"
+                .into(),
+            needed: on_disk,
+            budget,
+        }),
+    }
+}
+
+fn to_f64(a: &Array2<f32>) -> Array2<f64> {
+    a.mapv(f64::from)
+}
+
+/// Prunes every linear layer of `model` in place, block by block, on calibration sequences.
+pub fn prune_model(model: &mut LlamaModel, calibration: &[Vec<u32>], settings: &PruneSettings) -> Result<PruneReport> {
+    prune_model_resumable(model, calibration, settings, None, |_| {})
+}
+
+/// [`prune_model`] that saves its progress to `checkpoint` after every block and, when the
+/// checkpoint already holds progress of this same run, resumes after its last finished block.
+/// `model` must be the dense model as loaded; the result is bit-identical to an uninterrupted
+/// run with the same thread count. `progress` is told of each block and layer as it starts.
+pub fn prune_model_resumable(
+    model: &mut LlamaModel,
+    calibration: &[Vec<u32>],
+    settings: &PruneSettings,
+    checkpoint: Option<&Checkpoint>,
+    mut progress: impl FnMut(PruneEvent<'_>),
+) -> Result<PruneReport> {
+    if calibration.is_empty() {
+        return Err(OptimaError::Empty("no calibration sequences".into()));
+    }
+    let start = Instant::now();
+    let par = settings.solver.parallelism;
+    let mut report = PruneReport { calibration_tokens: calibration.iter().map(Vec::len).sum(), ..Default::default() };
+    let blocks = settings.max_blocks.map_or(model.blocks.len(), |b| b.min(model.blocks.len()));
+    // The solver (and, on a GPU, its device context) is made once, before any work.
+    let solver: Option<Arc<dyn QpSolver + Send + Sync>> = match &settings.update {
+        UpdateChoice::Solver(name) => Some(solver_on(settings.device, name, &settings.solver)?.into()),
+        UpdateChoice::None => None,
+    };
+    let seq_len = calibration.iter().map(Vec::len).max().unwrap_or(0);
+    let (plan, memory, activations_memory) = plan_with_needs(&model.config, calibration.len(), seq_len, settings)?;
+    let spill = |b: usize| {
+        plan.activations_on_disk
+            .then(|| std::env::temp_dir().join(format!("optima-activations-{}-{b}", std::process::id())))
+    };
+    let resumed = match checkpoint {
+        Some(c) => c.resume(model)?,
+        None => None,
+    };
+    let (first, mut xs) = match resumed {
+        Some(state) => {
+            [report.forward_seconds, report.hessian_seconds, report.mask_seconds, report.solve_seconds] = state.seconds;
+            report.layers = state.layers;
+            let first = state.blocks_done.min(blocks);
+            (first, ActivationStore::read_from(&state.inputs, state.sequences, spill(first))?)
+        }
+        None => {
+            let t = Instant::now();
+            let xs = ActivationStore::build(calibration.len(), spill(0), |s| {
+                calibration.get(s).map_or_else(|| Err(OptimaError::Empty("calibration".into())), |seq| model.embed(seq))
+            })?;
+            report.forward_seconds += t.elapsed().as_secs_f64();
+            if let Some(c) = checkpoint {
+                c.save(model, 0, &xs, &[], [report.forward_seconds, 0.0, 0.0, 0.0])?;
+            }
+            (0, xs)
+        }
+    };
+    if let (true, Some(c)) = (first > 0, checkpoint) {
+        progress(PruneEvent::Resumed { first_block: first, blocks, checkpoint: c.dir() });
+    }
+    for b in first..blocks {
+        progress(PruneEvent::BlockStarted { block: b, blocks });
+        // One Hessian per distinct linear input, from the inputs the pruned prefix produces.
+        let config = model.config;
+        let mut accumulators: BTreeMap<LinearInput, CpuHessianAccumulator> = LinearInput::ALL
+            .iter()
+            .map(|&input| (input, CpuHessianAccumulator::new(input.dim(&config), par)))
+            .collect();
+        let mut failure: Option<OptimaError> = None;
+        let (mut forward, mut hessian) = (0.0, 0.0);
+        for seq in 0..xs.len() {
+            let x = xs.get(seq)?;
+            let t = Instant::now();
+            let mut capture = |input: LinearInput, a: ArrayView2<'_, f32>| {
+                let th = Instant::now();
+                if let Some(acc) = accumulators.get_mut(&input) {
+                    if let Err(e) = acc.add_batch(a) {
+                        failure.get_or_insert(e);
+                    }
+                }
+                hessian += th.elapsed().as_secs_f64();
+            };
+            model.block_forward(b, x.view(), Some(&mut capture))?;
+            forward += t.elapsed().as_secs_f64();
+        }
+        report.hessian_seconds += hessian;
+        report.forward_seconds += forward - hessian;
+        if let Some(e) = failure {
+            return Err(located(e, b, "calibration activations"));
+        }
+        let mut hessians: BTreeMap<LinearInput, Hessian> = BTreeMap::new();
+        for (input, acc) in accumulators {
+            let t = Instant::now();
+            hessians.insert(
+                input,
+                acc.finish(settings.percdamp).map_err(|e| located(e, b, &format!("{input:?} Hessian")))?,
+            );
+            report.hessian_seconds += t.elapsed().as_secs_f64();
+        }
+        for kind in LinearKind::ALL {
+            progress(PruneEvent::LayerStarted { block: b, kind });
+            let hessian = hessians
+                .get(&kind.input())
+                .ok_or_else(|| OptimaError::Internal(format!("block {b}: no Hessian for {kind}")))?;
+            let solve_budget = settings.memory_budget.map(|budget| {
+                let whole_layer = memory.layers.iter().find(|(k, ..)| *k == kind).map_or(Bytes(0), |(_, w, _)| *w);
+                let used = memory.shared + activations_memory + whole_layer;
+                Bytes(budget.0.saturating_sub(used.0))
+            });
+            let block = model.blocks.get_mut(b).ok_or_else(|| OptimaError::Internal(format!("no block {b}")))?;
+            let weight = to_f64(block.weight(kind));
+            let out = block.weight_mut(kind);
+            let update = LayerUpdate { solver: solver.clone(), budget: solve_budget };
+            let record = prune_layer(b, kind, weight, hessian.clone(), settings, update, out)
+                .map_err(|e| located(e, b, kind.short_name()))?;
+            report.mask_seconds += record.mask_seconds;
+            report.solve_seconds += record.solve_seconds;
+            report.layers.push(record);
+        }
+        // The next block's inputs, from this block with its pruned weights.
+        let t = Instant::now();
+        xs = ActivationStore::build(xs.len(), spill(b + 1), |seq| model.block_forward(b, xs.get(seq)?.view(), None))?;
+        report.forward_seconds += t.elapsed().as_secs_f64();
+        if let Some(c) = checkpoint {
+            let seconds = [report.forward_seconds, report.hessian_seconds, report.mask_seconds, report.solve_seconds];
+            c.save(model, b + 1, &xs, &report.layers, seconds)?;
+        }
+        progress(PruneEvent::BlockFinished { block: b, blocks });
+    }
+    let count = report.layers.len().max(1) as f64;
+    report.mean_error_before = report.layers.iter().map(|l| l.error_before).sum::<f64>() / count;
+    report.mean_error_after = report.layers.iter().map(|l| l.error_after).sum::<f64>() / count;
+    report.total_seconds = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn located(e: OptimaError, block: usize, what: &str) -> OptimaError {
+    match e {
+        OptimaError::Numerical(msg) => OptimaError::Numerical(format!("block {block} {what}: {msg}")),
+        OptimaError::Device(msg) => OptimaError::Device(format!("block {block} {what}: {msg}")),
+        OptimaError::NonFinite { what: w, row, col, value } => {
+            OptimaError::NonFinite { what: format!("block {block} {what}: {w}"), row, col, value }
+        }
+        other => other,
+    }
+}
+
+/// How one layer's weights are updated: the run's solver (none for mask-only) and the memory the
+/// solve may use (`None`: unbounded).
+struct LayerUpdate {
+    solver: Option<Arc<dyn QpSolver + Send + Sync>>,
+    budget: Option<Bytes>,
+}
+
+/// Masks and updates one layer; writes the result into `out` (pruned entries exactly 0).
+fn prune_layer(
+    block: usize,
+    kind: LinearKind,
+    weight: Array2<f64>,
+    hessian: Hessian,
+    settings: &PruneSettings,
+    update: LayerUpdate,
+    out: &mut Array2<f32>,
+) -> Result<LayerRecord> {
+    let LayerUpdate { solver, budget: solve_budget } = update;
+    let par: Parallelism = settings.solver.parallelism;
+    let t = Instant::now();
+    let (mask, sparsegpt_weights): (Mask, Option<Array2<f64>>) = match settings.masker {
+        MaskerChoice::Magnitude => (MagnitudeMasker.select(weight.view(), &hessian, &settings.pattern)?, None),
+        MaskerChoice::Wanda => (WandaMasker.select(weight.view(), &hessian, &settings.pattern)?, None),
+        MaskerChoice::SparseGpt => {
+            let masker = SparseGptMasker::new(SparseGptSettings { parallelism: par, ..Default::default() });
+            let (mask, updated) = masker.select_and_update(weight.view(), &hessian, &settings.pattern)?;
+            (mask, Some(updated))
+        }
+    };
+    let mask_seconds = t.elapsed().as_secs_f64();
+    let problem = LayerProblem::new(weight, hessian, mask)?;
+    if let Some(dir) = &settings.save_problems {
+        let path = dir.join(format!("blk.{block}.{}.safetensors", kind.short_name()));
+        let undamped = problem.hessian().undamped();
+        optima::io::write_problem_file(&path, problem.weight(), undamped.view(), Some(problem.mask()))?;
+    }
+    let (m, n) = (problem.rows(), problem.cols());
+    let t = Instant::now();
+    let (new_weight, report) = match (&settings.update, sparsegpt_weights) {
+        // SparseGPT's own update came with its mask.
+        (UpdateChoice::Solver(name), Some(updated)) if name == "sparsegpt" => {
+            let seconds = t.elapsed().as_secs_f64() + mask_seconds;
+            let status = vec![optima::problem::RowStatus::Solved; m];
+            let report =
+                par.install(|| evaluate("sparsegpt", &problem, updated.view(), &vec![1; m], &status, seconds, par))?;
+            (updated, report)
+        }
+        (UpdateChoice::Solver(name), _) => {
+            let solver = solver.ok_or_else(|| OptimaError::InvalidSetting(format!("no solver {name:?} was made")))?;
+            let solution = match solve_budget {
+                Some(budget) => {
+                    let what = format!("{kind} ({m}×{n}) with {name}");
+                    RowChunked::for_budget(solver, m, n, budget, &what)?.solve(&problem, None)?
+                }
+                None => solver.solve(&problem, None)?,
+            };
+            (solution.weight, solution.report)
+        }
+        (UpdateChoice::None, _) => {
+            let masked = problem.masked_weight();
+            let status = vec![optima::problem::RowStatus::Solved; m];
+            let report = par.install(|| evaluate("none", &problem, masked.view(), &vec![0; m], &status, 0.0, par))?;
+            (masked, report)
+        }
+    };
+    let solve_seconds = t.elapsed().as_secs_f64();
+    if new_weight.iter().any(|v| !v.is_finite()) {
+        return Err(OptimaError::Numerical(format!("{kind}: the update produced a non-finite weight")));
+    }
+    if out.dim() != new_weight.dim() {
+        return Err(OptimaError::shape(
+            kind.short_name(),
+            format!("{:?}", out.dim()),
+            format!("{:?}", new_weight.dim()),
+        ));
+    }
+    ndarray::Zip::indexed(out).and(&new_weight).for_each(|(i, j), v, &w| {
+        *v = if problem.mask().is_pruned(i, j) { 0.0 } else { w as f32 };
+    });
+    Ok(LayerRecord {
+        block,
+        layer: kind,
+        rows: m,
+        cols: n,
+        sparsity: problem.mask().sparsity(),
+        error_before: report.error_before,
+        error_after: report.error_after,
+        kkt_residual: report.kkt_residual,
+        iterations: report.iterations,
+        failed_rows: report.failed_rows,
+        mask_seconds,
+        solve_seconds,
+    })
+}

@@ -1,0 +1,57 @@
+//! What a pruning run did: per-layer records and the run's totals.
+
+use serde::{Deserialize, Serialize};
+
+use crate::llama::LinearKind;
+
+/// What happened to one linear layer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LayerRecord {
+    /// Block index.
+    pub block: usize,
+    /// Which linear layer.
+    pub layer: LinearKind,
+    /// Outputs.
+    pub rows: usize,
+    /// Inputs.
+    pub cols: usize,
+    /// Fraction of weights pruned.
+    pub sparsity: f64,
+    /// `E` with the mask alone.
+    pub error_before: f64,
+    /// `E` after the update.
+    pub error_after: f64,
+    /// Largest relative KKT residual.
+    pub kkt_residual: f64,
+    /// Largest iteration count.
+    pub iterations: usize,
+    /// Rows not solved to the solver's promise.
+    pub failed_rows: usize,
+    /// Seconds choosing the mask.
+    pub mask_seconds: f64,
+    /// Seconds updating the weights.
+    pub solve_seconds: f64,
+}
+
+/// The whole run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PruneReport {
+    /// Per linear layer, in order.
+    pub layers: Vec<LayerRecord>,
+    /// Calibration sequences × tokens.
+    pub calibration_tokens: usize,
+    /// Seconds in block forward passes (calibration inputs in, pruned outputs out).
+    pub forward_seconds: f64,
+    /// Seconds accumulating Hessians.
+    pub hessian_seconds: f64,
+    /// Seconds choosing masks.
+    pub mask_seconds: f64,
+    /// Seconds updating weights.
+    pub solve_seconds: f64,
+    /// Wall time of the whole run.
+    pub total_seconds: f64,
+    /// Mean `E` over layers with the mask alone.
+    pub mean_error_before: f64,
+    /// Mean `E` over layers after the update.
+    pub mean_error_after: f64,
+}

@@ -1,0 +1,73 @@
+//! Files: atomic writes, and (feature `problem-files`) layer problems and solutions as safetensors.
+
+#[cfg(feature = "problem-files")]
+mod problem_file;
+
+use std::io::Write;
+use std::path::Path;
+
+#[cfg(feature = "problem-files")]
+pub use problem_file::{ProblemFile, parse_problem_file, read_problem_file, write_problem_file, write_solution_file};
+
+use crate::error::{OptimaError, Result};
+
+fn temporary_prefix(path: &Path) -> String {
+    let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    format!(".{name}.tmp-")
+}
+
+/// Removes temporaries that [`write_atomically`] left beside `path` when a process writing it was
+/// killed mid-write. Best effort: what cannot be listed or removed is left alone.
+pub fn remove_stale_temporaries(path: &Path) {
+    let prefix = temporary_prefix(path);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else { return };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file beside it, flushed, then renamed over.
+/// A failure leaves any previous file at `path` untouched.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomically_with(path, |file| {
+        file.write_all(bytes).map_err(|source| OptimaError::Io { path: path.to_path_buf(), source })
+    })
+}
+
+/// As [`write_atomically`], with the content streamed by `write` into the temporary file, so
+/// that a large file never has to be whole in memory.
+pub fn write_atomically_with(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+    write_atomically_via(path, |tmp| {
+        let io_err = |source| OptimaError::Io { path: path.to_path_buf(), source };
+        let file = std::fs::File::create(tmp).map_err(io_err)?;
+        let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
+        write(&mut writer)?;
+        writer.flush().map_err(io_err)
+    })
+}
+
+/// As [`write_atomically`], with `write` creating the temporary file at the path it is given
+/// (for writers that want a path); it is then synced and renamed over `path`.
+pub fn write_atomically_via(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let io_err = |source| OptimaError::Io { path: path.to_path_buf(), source };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let tmp = dir.join(format!("{}{}", temporary_prefix(path), std::process::id()));
+    let result = (|| {
+        write(&tmp)?;
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err)?;
+        std::fs::rename(&tmp, path).map_err(io_err)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

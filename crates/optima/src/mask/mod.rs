@@ -1,0 +1,78 @@
+//! Mask selection: the `Masker` trait and the score-based maskers `magnitude` and `wanda`.
+
+mod select;
+pub mod sparsegpt;
+
+use ndarray::{Array2, ArrayView2};
+
+pub use select::select_lowest;
+
+pub use sparsegpt::{DEFAULT_BLOCK_SIZE, SparseGptMasker, SparseGptSettings};
+
+use crate::error::{OptimaError, Result, check_finite};
+use crate::problem::{Hessian, Mask, SparsityPattern};
+
+/// Chooses which weights of a layer to prune.
+pub trait Masker {
+    /// Short name used in reports and on the command line.
+    fn name(&self) -> &str;
+
+    /// A mask for `weight` (m×n) that satisfies `pattern` exactly.
+    fn select(&self, weight: ArrayView2<'_, f64>, hessian: &Hessian, pattern: &SparsityPattern) -> Result<Mask>;
+}
+
+/// Prunes the smallest `|W_ij|`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MagnitudeMasker;
+
+/// Prunes the smallest Wanda scores `|W_ij| · ‖X_j‖₂` within each row (Sun et al., 2023).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WandaMasker;
+
+impl Masker for MagnitudeMasker {
+    fn name(&self) -> &str {
+        "magnitude"
+    }
+
+    fn select(&self, weight: ArrayView2<'_, f64>, hessian: &Hessian, pattern: &SparsityPattern) -> Result<Mask> {
+        check_inputs(weight, hessian)?;
+        select_lowest(weight.mapv(f64::abs).view(), pattern)
+    }
+}
+
+impl Masker for WandaMasker {
+    fn name(&self) -> &str {
+        "wanda"
+    }
+
+    #[allow(clippy::indexing_slicing)] // norms has one entry per column of weight (checked against the Hessian).
+    fn select(&self, weight: ArrayView2<'_, f64>, hessian: &Hessian, pattern: &SparsityPattern) -> Result<Mask> {
+        check_inputs(weight, hessian)?;
+        let norms: Vec<f64> = hessian.raw_diag().iter().map(|d| d.sqrt()).collect();
+        let scores = Array2::from_shape_fn(weight.dim(), |(i, j)| weight[[i, j]].abs() * norms[j]);
+        select_lowest(scores.view(), pattern)
+    }
+}
+
+/// A masker by name: `magnitude`, `wanda` or `sparsegpt`.
+pub fn masker_by_name(name: &str) -> Result<Box<dyn Masker + Send + Sync>> {
+    match name {
+        "magnitude" => Ok(Box::new(MagnitudeMasker)),
+        "wanda" => Ok(Box::new(WandaMasker)),
+        "sparsegpt" => Ok(Box::new(SparseGptMasker::default())),
+        other => {
+            Err(OptimaError::InvalidSetting(format!("unknown masker {other:?}; choose magnitude, wanda or sparsegpt")))
+        }
+    }
+}
+
+fn check_inputs(weight: ArrayView2<'_, f64>, hessian: &Hessian) -> Result<()> {
+    if weight.ncols() != hessian.dim() {
+        return Err(OptimaError::shape(
+            "hessian vs weight",
+            format!("{0}×{0}", weight.ncols()),
+            format!("{0}×{0}", hessian.dim()),
+        ));
+    }
+    check_finite("weight", weight)
+}
