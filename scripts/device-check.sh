@@ -48,7 +48,7 @@ done
 nvidia-smi 2>&1 | tee -a "$log"
 
 say "CUDA tests"
-timeout 150 "./$bundle/cuda-tests" --test-threads=1 --nocapture 2>&1 | tee "$OUT/cuda-tests.log"
+timeout 150 "./$bundle/cuda-tests" --include-ignored --test-threads=1 --nocapture 2>&1 | tee "$OUT/cuda-tests.log"
 say "CUDA tests exit ${PIPESTATUS[0]}"
 
 say "Llama-3-8B shapes, auto, all rows"

@@ -3,7 +3,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use optima::Parallelism;
-use optima::solve::{SolverOptions, solver_by_name};
+use optima::solve::SolverSpec;
 use optima_cli::harness::{BenchCase, cholesky_baseline_seconds, generate_problem};
 
 fn solvers(c: &mut Criterion) {
@@ -14,7 +14,7 @@ fn solvers(c: &mut Criterion) {
         let case = BenchCase { rows, cols, pattern: pattern.parse().unwrap(), seed: 0 };
         let problem = generate_problem(&case, par).unwrap();
         for name in ["direct", "auto", "dual-pcg", "pcg", "sparsegpt"] {
-            let solver = solver_by_name(name, &SolverOptions { parallelism: par, ..Default::default() }).unwrap();
+            let solver = name.parse::<SolverSpec>().unwrap().parallelism(par).build(optima::Device::Cpu).unwrap();
             group.bench_function(format!("{name} {rows}x{cols} {pattern}"), |b| {
                 b.iter(|| solver.solve(&problem, None).unwrap())
             });

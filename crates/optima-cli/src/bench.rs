@@ -8,10 +8,11 @@ use ndarray::Axis;
 use optima::backend::Device;
 use optima::io::read_problem_file;
 use optima::mask::masker_by_name;
-use optima::solve::{DirectForm, Precision, Preconditioner, SolverOptions};
+use optima::solve::{Precision, Preconditioner, SolverSpec};
 use optima::{Hessian, LayerProblem, Mask, OptimaError, Parallelism, SparsityPattern};
 use optima_cli::harness::llama::{LlamaBenchOptions, bench_llama3_8b, llama_markdown};
 use optima_cli::harness::{BenchCase, BenchRow, bench_problem_on, generate_problem, markdown_table};
+use optima_cli::solver_flags::SolverFlags;
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -97,21 +98,20 @@ fn first_rows(problem: LayerProblem, rows: Option<usize>) -> optima::Result<Laye
 
 pub fn run(args: BenchArgs) -> optima::Result<()> {
     let par = Parallelism::from_threads(args.threads);
-    let options = SolverOptions {
-        tolerance: args.tol,
-        max_iterations: args.max_iter,
-        parallelism: par,
-        form: DirectForm::Auto,
-        preconditioner: args.preconditioner,
-        precision: args.precision,
+    let flags = SolverFlags {
+        tolerance: Some(args.tol),
         pdhg_tolerance: args.pdhg_tol,
+        max_iterations: args.max_iter,
+        preconditioner: Some(args.preconditioner),
+        precision: args.precision,
+        form: None,
+        parallelism: par,
     };
+    let default_solver = if args.llama3_8b_shapes { "auto" } else { "direct" };
+    let names = if args.solvers.is_empty() { vec![default_solver.to_string()] } else { args.solvers.clone() };
+    let solvers = names.iter().map(|name| flags.spec(name, args.device)).collect::<optima::Result<Vec<_>>>()?;
     if args.llama3_8b_shapes {
-        return run_llama(&args, options);
-    }
-    let solvers = if args.solvers.is_empty() { vec!["direct".to_string()] } else { args.solvers.clone() };
-    for s in &solvers {
-        optima::solve::solver_by_name(s, &options)?;
+        return run_llama(&args, solvers, par);
     }
     let shapes = if args.shapes.is_empty() && args.problems.is_empty() {
         vec![(576, 576), (576, 1536), (1536, 576)]
@@ -135,7 +135,7 @@ pub fn run(args: BenchArgs) -> optima::Result<()> {
                 if problem.rows() < m { format!(" (of {m})") } else { String::new() }
             );
             let pattern = pattern.to_string();
-            rows.extend(bench_problem_on(args.device, &shape, &pattern, &problem, &solvers, &options, args.repeat)?);
+            rows.extend(bench_problem_on(args.device, &shape, &pattern, &problem, &solvers, args.repeat)?);
             progress.inc(1);
         }
     }
@@ -152,7 +152,7 @@ pub fn run(args: BenchArgs) -> optima::Result<()> {
         };
         let problem = first_rows(LayerProblem::new(file.weight, hessian, mask)?, args.rows)?;
         let shape = format!("{}x{}", problem.rows(), problem.cols());
-        rows.extend(bench_problem_on(args.device, &shape, &label, &problem, &solvers, &options, args.repeat)?);
+        rows.extend(bench_problem_on(args.device, &shape, &label, &problem, &solvers, args.repeat)?);
         progress.inc(1);
     }
     progress.finish_and_clear();
@@ -164,14 +164,15 @@ pub fn run(args: BenchArgs) -> optima::Result<()> {
     Ok(())
 }
 
-fn run_llama(args: &BenchArgs, options: SolverOptions) -> optima::Result<()> {
+fn run_llama(args: &BenchArgs, solvers: Vec<SolverSpec>, parallelism: Parallelism) -> optima::Result<()> {
     let opts = LlamaBenchOptions {
         device: args.device,
-        solvers: if args.solvers.is_empty() { vec!["auto".to_string()] } else { args.solvers.clone() },
+        solvers,
         patterns: args.patterns.clone(),
         rows: args.rows,
         scale_down: args.scale_down,
-        options,
+        parallelism,
+        tolerance: args.tol,
         seed: args.seed,
     };
     let report = bench_llama3_8b(&opts, |step| eprintln!("bench: {step}"))?;

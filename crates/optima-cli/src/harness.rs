@@ -13,7 +13,7 @@ use optima::backend::{Device, Parallelism};
 use optima::error::{OptimaError, Result};
 use optima::mask::{Masker, WandaMasker};
 use optima::problem::{Hessian, LayerProblem, SolveReport, SparsityPattern, synthetic::LlmLikeLayer};
-use optima::solve::{Preconditioner, SolverOptions, direct_flops, solver_on};
+use optima::solve::{Preconditioner, SolverSpec, direct_flops};
 
 /// One generated layer to measure.
 #[derive(Clone, Debug)]
@@ -104,13 +104,15 @@ pub fn cholesky_baseline_seconds(problem: &LayerProblem, dim: usize, count: usiz
 /// The flops a solver's model charges for a report: `direct` its factorizations
 /// `Σ min(k,p)³/3`; the batched iterative solvers `2n²` per row-iteration and GEMM (two GEMMs for
 /// PCG with the inverse-Hessian preconditioner); SparseGPT `4n³/3 + mn²`.
-pub fn model_flops(report: &SolveReport, problem: &LayerProblem, options: &SolverOptions) -> f64 {
+pub fn model_flops(report: &SolveReport, problem: &LayerProblem, spec: &SolverSpec) -> f64 {
     let n = problem.cols() as f64;
     let row_iterations: f64 = report.rows.iter().map(|r| r.iterations as f64).sum();
     match report.solver.as_str() {
         "direct" => direct_flops(problem.mask()),
         "sparsegpt" => 4.0 * n.powi(3) / 3.0 + problem.rows() as f64 * n * n,
-        "pcg" if options.preconditioner == Preconditioner::InverseHessian => 4.0 * n * n * row_iterations + n.powi(3),
+        "pcg" if matches!(spec, SolverSpec::Pcg(s) if s.preconditioner == Preconditioner::InverseHessian) => {
+            4.0 * n * n * row_iterations + n.powi(3)
+        }
         "auto" if report.iterations > 1 => 4.0 * n * n * row_iterations + n.powi(3),
         "auto" => direct_flops(problem.mask()),
         _ => 2.0 * n * n * row_iterations,
@@ -122,10 +124,9 @@ pub fn bench_problem(
     shape: &str,
     pattern: &str,
     problem: &LayerProblem,
-    solvers: &[String],
-    options: &SolverOptions,
+    solvers: &[SolverSpec],
 ) -> Result<Vec<BenchRow>> {
-    bench_problem_on(Device::Cpu, shape, pattern, problem, solvers, options, 1)
+    bench_problem_on(Device::Cpu, shape, pattern, problem, solvers, 1)
 }
 
 /// As [`bench_problem`], with the solvers on `device`, each run `repeat` times in rounds (every
@@ -136,14 +137,13 @@ pub fn bench_problem_on(
     shape: &str,
     pattern: &str,
     problem: &LayerProblem,
-    solvers: &[String],
-    options: &SolverOptions,
+    solvers: &[SolverSpec],
     repeat: usize,
 ) -> Result<Vec<BenchRow>> {
-    let par = options.parallelism;
-    let mut order: Vec<&String> = solvers.iter().filter(|s| *s == "direct").collect();
-    order.extend(solvers.iter().filter(|s| *s != "direct"));
-    let made = order.iter().map(|name| solver_on(device, name, options)).collect::<Result<Vec<_>>>()?;
+    let is_direct = |s: &&SolverSpec| matches!(s, SolverSpec::Direct(_));
+    let mut order: Vec<&SolverSpec> = solvers.iter().filter(is_direct).collect();
+    order.extend(solvers.iter().filter(|s| !is_direct(s)));
+    let made = order.iter().map(|spec| spec.build(device)).collect::<Result<Vec<_>>>()?;
     let mut fastest: Vec<Option<optima::problem::SolveReport>> = vec![None; order.len()];
     for _ in 0..repeat.max(1) {
         for (solver, best) in made.iter().zip(fastest.iter_mut()) {
@@ -155,7 +155,9 @@ pub fn bench_problem_on(
     }
     let mut reference: Option<(f64, f64)> = None;
     let mut rows = Vec::new();
-    for (name, report) in order.into_iter().zip(fastest) {
+    for (spec, report) in order.into_iter().zip(fastest) {
+        let name = spec.name();
+        let par = spec.threads();
         let report = report.ok_or_else(|| optima::OptimaError::Empty(format!("no run of {name}")))?;
         let mut cholesky_gflops = None;
         if name == "direct" {
@@ -173,11 +175,11 @@ pub fn bench_problem_on(
         rows.push(BenchRow {
             shape: shape.to_string(),
             pattern: pattern.to_string(),
-            solver: name.clone(),
+            solver: name.to_string(),
             threads: par.threads(),
             seconds: report.seconds,
             rows_per_second: problem.rows() as f64 / report.seconds,
-            gflops: model_flops(&report, problem, options) / report.seconds / 1e9,
+            gflops: model_flops(&report, problem, spec) / report.seconds / 1e9,
             gap_to_direct: reference.map(|(obj, _)| (report.objective - obj) / obj.max(f64::MIN_POSITIVE)),
             time_vs_direct: reference.map(|(_, secs)| report.seconds / secs),
             error_before: report.error_before,

@@ -6,13 +6,13 @@ use std::time::Instant;
 use clap::Args;
 use optima::backend::Device;
 use optima::memory::Bytes;
-use optima::solve::SolverOptions;
 use optima::{OptimaError, Parallelism, SparsityPattern};
+use optima_cli::solver_flags::SolverFlags;
 use optima_llm::calibration::{calibration_sequences, read_text, skip_chars};
 use optima_llm::checkpoint::Checkpoint;
 use optima_llm::model_file::{WeightPrecision, load_model, write_model_gguf, write_model_safetensors};
 use optima_llm::perplexity::perplexity;
-use optima_llm::prune::{MaskerChoice, PruneSettings, UpdateChoice, plan_memory, prune_model_resumable};
+use optima_llm::prune::{MaskerChoice, PruneSettings, plan_memory, prune_model_resumable};
 use serde_json::json;
 
 #[derive(Args)]
@@ -31,7 +31,7 @@ pub struct PruneArgs {
     masker: MaskerChoice,
     /// Weight update: none, sparsegpt, direct, auto, dual-pcg, admm, pcg or pdhg.
     #[arg(long, default_value = "auto")]
-    solver: UpdateChoice,
+    solver: String,
     /// Calibration sequences.
     #[arg(long, default_value_t = 32)]
     calib_seqs: usize,
@@ -105,6 +105,19 @@ const RUNTIME_OVERHEAD: Bytes = Bytes(192 << 20);
 pub fn run(args: PruneArgs) -> optima::Result<()> {
     let start = Instant::now();
     let par = Parallelism::from_threads(args.threads);
+    let flags = SolverFlags { tolerance: Some(args.tol), parallelism: par, ..SolverFlags::default() };
+    let update = match args.solver.as_str() {
+        "none" => None,
+        name => {
+            // Checked before the model is read: a bad name or setting costs nothing.
+            let spec = flags.spec(name, args.device)?;
+            spec.validate()?;
+            if matches!(args.device, Device::Cuda { .. }) {
+                spec.check_cuda()?;
+            }
+            Some(spec)
+        }
+    };
     if let Some(out) = &args.out {
         let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("");
         if !matches!(ext, "gguf" | "safetensors") {
@@ -127,9 +140,9 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
     let settings = PruneSettings {
         pattern: args.pattern,
         masker: args.masker,
-        update: args.solver.clone(),
+        update,
         percdamp: args.damping,
-        solver: SolverOptions { tolerance: args.tol, parallelism: par, ..SolverOptions::default() },
+        parallelism: par,
         device: args.device,
         max_blocks: args.max_blocks,
         memory_budget: None,

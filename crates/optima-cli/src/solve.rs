@@ -7,8 +7,9 @@ use optima::backend::Device;
 use optima::io::{read_problem_file, write_solution_file};
 use optima::mask::masker_by_name;
 use optima::memory::Bytes;
-use optima::solve::{DirectForm, Precision, Preconditioner, RowChunked, SolverOptions, solver_on};
+use optima::solve::{DirectForm, Precision, Preconditioner, RowChunked};
 use optima::{Hessian, LayerProblem, OptimaError, Parallelism, SparsityPattern};
+use optima_cli::solver_flags::SolverFlags;
 use serde_json::json;
 
 #[derive(Args)]
@@ -33,7 +34,7 @@ pub struct SolveArgs {
     threads: usize,
     /// Closed form of the direct solver: auto, primal or dual.
     #[arg(long, default_value = "auto")]
-    form: String,
+    form: DirectForm,
     /// Tolerance of iterative solvers: relative KKT residual (default 1e-6); for pdhg its
     /// eps_abs = eps_rel (default 1e-2, the paper's).
     #[arg(long)]
@@ -45,7 +46,8 @@ pub struct SolveArgs {
     #[arg(long, default_value = "jacobi")]
     preconditioner: Preconditioner,
     /// Precision of pcg's and dual-pcg's products: double, or mixed (f32 GEMMs, f64 checks).
-    /// Default: double for pcg, mixed for dual-pcg; auto always uses mixed.
+    /// Default: double for pcg (mixed on a GPU, its only one), mixed for dual-pcg; auto always
+    /// uses mixed.
     #[arg(long)]
     precision: Option<Precision>,
     /// Write the reconstructed `weight` (f32) and `mask` (u8) here (safetensors).
@@ -66,8 +68,16 @@ pub struct SolveArgs {
 
 pub fn run(args: SolveArgs) -> optima::Result<()> {
     let par = Parallelism::from_threads(args.threads);
-    let options = solver_options(&args, par)?;
-    let solver = solver_on(args.device, &args.solver, &options)?;
+    let flags = SolverFlags {
+        tolerance: args.tol,
+        pdhg_tolerance: args.tol,
+        max_iterations: args.max_iter,
+        preconditioner: Some(args.preconditioner),
+        precision: args.precision,
+        form: Some(args.form),
+        parallelism: par,
+    };
+    let solver = flags.spec(&args.solver, args.device)?.build(args.device)?;
     let file = read_problem_file(&args.problem)?;
     let hessian = Hessian::new(file.hessian, args.damping)?;
     let (mask, mask_source) = match (args.pattern, file.mask) {
@@ -145,24 +155,4 @@ pub fn run(args: SolveArgs) -> optima::Result<()> {
         }
     }
     Ok(())
-}
-
-fn solver_options(args: &SolveArgs, parallelism: Parallelism) -> optima::Result<SolverOptions> {
-    let form = match args.form.as_str() {
-        "auto" => DirectForm::Auto,
-        "primal" => DirectForm::Primal,
-        "dual" => DirectForm::Dual,
-        other => {
-            return Err(OptimaError::InvalidSetting(format!("unknown --form {other:?}; choose auto, primal or dual")));
-        }
-    };
-    Ok(SolverOptions {
-        tolerance: args.tol.unwrap_or(optima::solve::DEFAULT_TOLERANCE),
-        max_iterations: args.max_iter,
-        parallelism,
-        form,
-        preconditioner: args.preconditioner,
-        precision: args.precision,
-        pdhg_tolerance: args.tol,
-    })
 }

@@ -195,7 +195,8 @@ impl Checkpoint {
 /// thing).
 fn fingerprint(model: &LlamaModel, calibration: &[Vec<u32>], settings: &PruneSettings) -> Result<String> {
     let mut canonical = settings.clone();
-    canonical.solver.parallelism = optima::Parallelism::Sequential;
+    canonical.parallelism = optima::Parallelism::Sequential;
+    canonical.update = canonical.update.map(|spec| spec.parallelism(optima::Parallelism::Sequential));
     canonical.memory_budget = None;
     canonical.save_problems = None;
     let text = serde_json::to_string(&(FORMAT_VERSION, model.config, &canonical))

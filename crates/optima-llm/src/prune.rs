@@ -15,14 +15,14 @@ use super::checkpoint::Checkpoint;
 use super::llama::{LinearInput, LinearKind, LlamaConfig, LlamaModel};
 use super::progress::PruneEvent;
 pub use super::report::{LayerRecord, PruneReport};
-pub use super::settings::{MaskerChoice, PruneSettings, UpdateChoice};
+pub use super::settings::{MaskerChoice, PruneSettings};
 use optima::backend::Parallelism;
 use optima::error::{OptimaError, Result};
 use optima::hessian::{CpuHessianAccumulator, HessianAccumulator};
 use optima::mask::{MagnitudeMasker, Masker, SparseGptMasker, WandaMasker};
 use optima::memory::{Bytes, MemoryEstimate};
 use optima::problem::{Hessian, LayerProblem, Mask};
-use optima::solve::{QpSolver, RowChunked, SparseGptSettings, evaluate, problem_memory, solver_by_name, solver_on};
+use optima::solve::{QpSolver, RowChunked, SolverSpec, SparseGptSettings, evaluate, problem_memory};
 
 /// How a run fits its memory budget ([`plan_memory`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -45,10 +45,7 @@ fn block_memory(config: &LlamaConfig, seq_len: usize, settings: &PruneSettings) 
     let hessians = Bytes::f64s(3 * h * h + i * i) * 2;
     let forward =
         Bytes::f32s(seq_len * (10 * h + 4 * i) + seq_len * seq_len * config.heads) + Bytes::f64s(seq_len * h.max(i));
-    let solver = match &settings.update {
-        UpdateChoice::Solver(name) => Some(solver_by_name(name, &settings.solver)?),
-        UpdateChoice::None => None,
-    };
+    let solver = settings.update.as_ref().map(|spec| spec.build(optima::Device::Cpu)).transpose()?;
     let layers = LinearKind::ALL
         .iter()
         .map(|&kind| {
@@ -130,14 +127,12 @@ pub fn prune_model_resumable(
         return Err(OptimaError::Empty("no calibration sequences".into()));
     }
     let start = Instant::now();
-    let par = settings.solver.parallelism;
+    let par = settings.parallelism;
     let mut report = PruneReport { calibration_tokens: calibration.iter().map(Vec::len).sum(), ..Default::default() };
     let blocks = settings.max_blocks.map_or(model.blocks.len(), |b| b.min(model.blocks.len()));
     // The solver (and, on a GPU, its device context) is made once, before any work.
-    let solver: Option<Arc<dyn QpSolver + Send + Sync>> = match &settings.update {
-        UpdateChoice::Solver(name) => Some(solver_on(settings.device, name, &settings.solver)?.into()),
-        UpdateChoice::None => None,
-    };
+    let solver: Option<Arc<dyn QpSolver + Send + Sync>> =
+        settings.update.as_ref().map(|spec| spec.build(settings.device)).transpose()?.map(Arc::from);
     let seq_len = calibration.iter().map(Vec::len).max().unwrap_or(0);
     let (plan, memory, activations_memory) = plan_with_needs(&model.config, calibration.len(), seq_len, settings)?;
     let spill = |b: usize| {
@@ -275,13 +270,13 @@ fn prune_layer(
     out: &mut Array2<f32>,
 ) -> Result<LayerRecord> {
     let LayerUpdate { solver, budget: solve_budget } = update;
-    let par: Parallelism = settings.solver.parallelism;
+    let par: Parallelism = settings.parallelism;
     let t = Instant::now();
     let (mask, sparsegpt_weights): (Mask, Option<Array2<f64>>) = match settings.masker {
         MaskerChoice::Magnitude => (MagnitudeMasker.select(weight.view(), &hessian, &settings.pattern)?, None),
         MaskerChoice::Wanda => (WandaMasker.select(weight.view(), &hessian, &settings.pattern)?, None),
         MaskerChoice::SparseGpt => {
-            let masker = SparseGptMasker::new(SparseGptSettings { parallelism: par, ..Default::default() });
+            let masker = SparseGptMasker::new(SparseGptSettings::default().parallelism(par));
             let (mask, updated) = masker.select_and_update(weight.view(), &hessian, &settings.pattern)?;
             (mask, Some(updated))
         }
@@ -297,15 +292,16 @@ fn prune_layer(
     let t = Instant::now();
     let (new_weight, report) = match (&settings.update, sparsegpt_weights) {
         // SparseGPT's own update came with its mask.
-        (UpdateChoice::Solver(name), Some(updated)) if name == "sparsegpt" => {
+        (Some(SolverSpec::SparseGpt(_)), Some(updated)) => {
             let seconds = t.elapsed().as_secs_f64() + mask_seconds;
             let status = vec![optima::problem::RowStatus::Solved; m];
             let report =
                 par.install(|| evaluate("sparsegpt", &problem, updated.view(), &vec![1; m], &status, seconds, par))?;
             (updated, report)
         }
-        (UpdateChoice::Solver(name), _) => {
-            let solver = solver.ok_or_else(|| OptimaError::InvalidSetting(format!("no solver {name:?} was made")))?;
+        (Some(spec), _) => {
+            let name = spec.name();
+            let solver = solver.ok_or_else(|| OptimaError::Internal(format!("no solver {name:?} was made")))?;
             let solution = match solve_budget {
                 Some(budget) => {
                     let what = format!("{kind} ({m}×{n}) with {name}");
@@ -315,7 +311,7 @@ fn prune_layer(
             };
             (solution.weight, solution.report)
         }
-        (UpdateChoice::None, _) => {
+        (None, _) => {
             let masked = problem.masked_weight();
             let status = vec![optima::problem::RowStatus::Solved; m];
             let report = par.install(|| evaluate("none", &problem, masked.view(), &vec![0; m], &status, 0.0, par))?;

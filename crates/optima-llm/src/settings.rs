@@ -1,14 +1,16 @@
-//! What a pruning run is asked to do: its mask, update, damping, solver, device and budgets.
+//! What a pruning run is asked to do: its mask, update (a [`SolverSpec`]), damping, device and
+//! budgets.
 
 use std::str::FromStr;
 
 use serde::Serialize;
 
 use optima::backend::Device;
+use optima::backend::Parallelism;
 use optima::error::{OptimaError, Result};
 use optima::memory::Bytes;
 use optima::problem::SparsityPattern;
-use optima::solve::{SolverOptions, solver_by_name};
+use optima::solve::SolverSpec;
 
 /// How masks are chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -36,43 +38,6 @@ impl FromStr for MaskerChoice {
     }
 }
 
-/// How kept weights are updated after masking.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum UpdateChoice {
-    /// Mask only: kept weights unchanged.
-    None,
-    /// A [`optima::solve::QpSolver`] by name (`direct`, `auto`, `dual-pcg`, `pcg`, `admm`, `pdhg`, `sparsegpt`).
-    Solver(String),
-}
-
-impl std::fmt::Display for UpdateChoice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::None => f.write_str("none"),
-            Self::Solver(name) => f.write_str(name),
-        }
-    }
-}
-
-impl Serialize for UpdateChoice {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl FromStr for UpdateChoice {
-    type Err = OptimaError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "none" => Ok(Self::None),
-            name => {
-                solver_by_name(name, &SolverOptions::default())?;
-                Ok(Self::Solver(name.to_string()))
-            }
-        }
-    }
-}
-
 /// Settings of [`prune_model`](crate::prune::prune_model).
 #[derive(Clone, Debug, Serialize)]
 pub struct PruneSettings {
@@ -80,12 +45,12 @@ pub struct PruneSettings {
     pub pattern: SparsityPattern,
     /// Mask selection.
     pub masker: MaskerChoice,
-    /// Weight update.
-    pub update: UpdateChoice,
+    /// Weight update after masking: a solver with its settings, or `None` for the mask alone.
+    pub update: Option<SolverSpec>,
     /// Relative Hessian damping.
     pub percdamp: f64,
-    /// Solver options (tolerance, threads, …).
-    pub solver: SolverOptions,
+    /// Threads of the maskers, Hessians and mask-only reports (the solver has its own).
+    pub parallelism: Parallelism,
     /// Where the weight updates run (`cuda` runs `auto`, `direct` and `pcg` on a GPU).
     pub device: Device,
     /// Prune only the first this many blocks (`None`: all); later blocks stay dense.

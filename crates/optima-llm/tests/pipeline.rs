@@ -119,7 +119,14 @@ fn saved_layer_problems_reproduce_the_pruned_layers_bit_exactly() {
         // The file's Hessian is undamped: damped again as the run did, solving it gives the layer.
         let hessian = optima::Hessian::new(file.hessian, 0.01).unwrap();
         let problem = optima::LayerProblem::new(file.weight, hessian, file.mask.unwrap()).unwrap();
-        let solved = optima::solve::solver_by_name("direct", &s.solver).unwrap().solve(&problem, None).unwrap();
+        let solved = "direct"
+            .parse::<optima::SolverSpec>()
+            .unwrap()
+            .parallelism(s.parallelism)
+            .build(optima::Device::Cpu)
+            .unwrap()
+            .solve(&problem, None)
+            .unwrap();
         assert_eq!(solved.weight.mapv(|v| v as f32), *model.blocks[0].weight(kind), "{kind}");
     }
     assert!(!dir.path().join("blk.1.attn_q.safetensors").exists());

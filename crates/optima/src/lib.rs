@@ -45,6 +45,7 @@ pub mod memory;
 pub mod problem;
 pub mod solve;
 
+pub use backend::Device;
 pub use backend::Parallelism;
 pub use error::{OptimaError, Result};
 pub use hessian::{CpuHessianAccumulator, HessianAccumulator};
@@ -53,13 +54,13 @@ pub use problem::{
     DEFAULT_PERCDAMP, Hessian, LayerProblem, Mask, RatioScope, RowReport, RowStatus, Solution, SolveReport,
     SparsityPattern,
 };
-pub use solve::{DirectForm, DirectSettings, DirectSolver, QpSolver};
+pub use solve::{AutoSettings, AutoSolver, DirectForm, DirectSettings, DirectSolver, QpSolver, SolverSpec};
 
 /// Everything a caller usually needs, in one import.
 pub mod prelude {
     pub use crate::{
-        CpuHessianAccumulator, DEFAULT_PERCDAMP, DirectSettings, DirectSolver, Hessian, HessianAccumulator,
-        LayerProblem, MagnitudeMasker, Mask, Masker, Parallelism, QpSolver, Solution, SolveReport, SparsityPattern,
-        WandaMasker,
+        AutoSettings, AutoSolver, CpuHessianAccumulator, DEFAULT_PERCDAMP, Device, DirectSettings, DirectSolver,
+        Hessian, HessianAccumulator, LayerProblem, MagnitudeMasker, Mask, Masker, Parallelism, QpSolver, Solution,
+        SolveReport, SolverSpec, SparsityPattern, WandaMasker,
     };
 }

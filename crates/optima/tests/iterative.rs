@@ -20,7 +20,12 @@ fn pcg(tol: f64, cap: usize, preconditioner: Preconditioner) -> PcgSolver {
 }
 
 fn pcg_in(tol: f64, cap: usize, preconditioner: Preconditioner, precision: Precision) -> PcgSolver {
-    PcgSolver::new(PcgSettings { iterative: IterativeSettings::new(tol, cap), preconditioner, precision })
+    PcgSolver::new(
+        PcgSettings::default()
+            .iterative(IterativeSettings::new(tol, cap))
+            .preconditioner(preconditioner)
+            .precision(precision),
+    )
 }
 
 #[test]
@@ -47,7 +52,7 @@ fn pcg_reaches_the_exact_optimum_with_every_preconditioner() {
 }
 
 fn dual_pcg(tol: f64, cap: usize, precision: Precision) -> DualPcgSolver {
-    DualPcgSolver::new(DualPcgSettings { iterative: IterativeSettings::new(tol, cap), precision })
+    DualPcgSolver::new(DualPcgSettings::default().iterative(IterativeSettings::new(tol, cap)).precision(precision))
 }
 
 #[test]
@@ -152,7 +157,7 @@ fn admm_reaches_the_exact_optimum() {
         let exact = DirectSolver::default().solve(&problem, None).unwrap();
         for adaptive_rho in [true, false] {
             let settings =
-                AdmmSettings { iterative: IterativeSettings::new(1e-10, 20_000), adaptive_rho, ..Default::default() };
+                AdmmSettings::default().iterative(IterativeSettings::new(1e-10, 20_000)).adaptive_rho(adaptive_rho);
             let sol = AdmmSolver::new(settings).solve(&problem, None).unwrap();
             assert_eq!(sol.report.failed_rows, 0, "adaptive {adaptive_rho}");
             assert!(sol.report.kkt_residual <= 1e-10);
@@ -169,7 +174,7 @@ fn pdhg_converges_when_asked_to_and_stops_early_at_the_papers_tolerance() {
     use optima::solve::{PdhgSettings, PdhgSolver};
     let problem = problem(8, 24, 0.5, 21);
     let exact = DirectSolver::default().solve(&problem, None).unwrap();
-    let tight = PdhgSettings { iterative: IterativeSettings::new(1e-2, 200_000), eps_abs: 1e-10, eps_rel: 1e-10 };
+    let tight = PdhgSettings::default().iterative(IterativeSettings::new(1e-2, 200_000)).eps_abs(1e-10).eps_rel(1e-10);
     let sol = PdhgSolver::new(tight).solve(&problem, None).unwrap();
     assert_eq!(sol.report.failed_rows, 0);
     let gap = (sol.report.objective - exact.report.objective) / exact.report.objective;
@@ -179,7 +184,7 @@ fn pdhg_converges_when_asked_to_and_stops_early_at_the_papers_tolerance() {
     assert!(loose.report.rows.iter().all(|r| r.status == RowStatus::ReachedTolerance && r.iterations % 64 == 0));
     assert!(loose.report.iterations < sol.report.iterations);
     assert!(loose.report.objective >= exact.report.objective * (1.0 - 1e-12));
-    let capped = PdhgSettings { iterative: IterativeSettings::new(1e-2, 10), eps_abs: 1e-12, eps_rel: 1e-12 };
+    let capped = PdhgSettings::default().iterative(IterativeSettings::new(1e-2, 10)).eps_abs(1e-12).eps_rel(1e-12);
     let sol = PdhgSolver::new(capped).solve(&problem, None).unwrap();
     assert!(sol.report.rows.iter().all(|r| r.status == RowStatus::MaxIterations && r.iterations == 10));
 }
@@ -188,7 +193,7 @@ fn pdhg_converges_when_asked_to_and_stops_early_at_the_papers_tolerance() {
 fn auto_meets_its_tolerance_whichever_way_it_goes() {
     use optima::solve::{AutoPlan, AutoSettings, AutoSolver};
     // A few rows that cannot pay for H⁻¹: direct. Many: dual PCG (after a probe).
-    let auto = AutoSolver::new(AutoSettings { tolerance: 1e-6, ..Default::default() });
+    let auto = AutoSolver::new(AutoSettings::default().tolerance(1e-6));
     assert_eq!(auto.plan(&optima::Mask::from_fn(4, 576, |_, j| j % 2 == 0)), AutoPlan::Direct);
     assert_eq!(auto.plan(&optima::Mask::from_fn(2, 4096, |_, j| j % 2 == 0)), AutoPlan::Direct);
     assert!(matches!(auto.plan(&optima::Mask::from_fn(300, 200, |_, j| j % 2 == 0)), AutoPlan::Pcg { .. }));
@@ -198,7 +203,7 @@ fn auto_meets_its_tolerance_whichever_way_it_goes() {
     for (m, n) in [(12, 40), (300, 200), (96, 512)] {
         let problem = problem(m, n, 0.5, 31);
         let exact = DirectSolver::default().solve(&problem, None).unwrap();
-        let auto = AutoSolver::new(AutoSettings { tolerance: 1e-9, ..Default::default() });
+        let auto = AutoSolver::new(AutoSettings::default().tolerance(1e-9));
         let sol = auto.solve(&problem, None).unwrap();
         assert_eq!(sol.report.solver, "auto");
         assert_eq!(sol.report.failed_rows, 0);
@@ -211,7 +216,7 @@ fn auto_meets_its_tolerance_whichever_way_it_goes() {
     let exact = DirectSolver::default().solve(&problem, None).unwrap();
     for cap in [500, 2] {
         let plan_override = Some(AutoPlan::Pcg { max_iterations: cap });
-        let auto = AutoSolver::new(AutoSettings { tolerance: 1e-9, plan_override, ..Default::default() });
+        let auto = AutoSolver::new(AutoSettings::default().tolerance(1e-9).plan_override(plan_override));
         let sol = auto.solve(&problem, None).unwrap();
         assert_eq!(sol.report.failed_rows, 0);
         assert!(sol.report.kkt_residual <= 1e-9, "cap {cap}: {}", sol.report.kkt_residual);

@@ -8,19 +8,25 @@ use ndarray::{Array1, Array2};
 use optima::OptimaError;
 use optima::mask::{SparseGptMasker, masker_by_name};
 use optima::prelude::*;
-use optima::solve::{SOLVER_NAMES, SolverOptions, solver_by_name};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 /// Every solver at a tight tolerance, single-threaded so failures reproduce.
 fn solvers() -> Vec<(String, Box<dyn QpSolver + Send + Sync>)> {
-    let options = SolverOptions {
-        tolerance: 1e-10,
-        max_iterations: Some(20_000),
-        parallelism: Parallelism::Threads(1),
-        pdhg_tolerance: Some(1e-7),
-        ..SolverOptions::default()
-    };
-    SOLVER_NAMES.iter().map(|&name| (name.to_string(), solver_by_name(name, &options).unwrap())).collect()
+    SolverSpec::NAMES
+        .iter()
+        .map(|&name| {
+            let mut spec = name
+                .parse::<SolverSpec>()
+                .unwrap()
+                .tolerance(1e-10)
+                .max_iterations(20_000)
+                .parallelism(Parallelism::Threads(1));
+            if let SolverSpec::Pdhg(s) = &mut spec {
+                (s.eps_abs, s.eps_rel) = (1e-7, 1e-7);
+            }
+            (name.to_string(), spec.build(Device::Cpu).unwrap())
+        })
+        .collect()
 }
 
 /// `H` from `tokens` random activations over `n` inputs, via the public accumulator.
@@ -269,7 +275,7 @@ fn a_hessian_beyond_f32_range_sends_auto_to_direct() {
         LayerProblem::new(random_weight(6, 24, 2), Hessian::new(h, 0.0).unwrap(), common::random_mask(6, 24, 0.5, 4))
             .unwrap();
     let plan_override = Some(AutoPlan::Pcg { max_iterations: 100 });
-    let solution = AutoSolver::new(AutoSettings { tolerance: 1e-9, plan_override, ..Default::default() })
+    let solution = AutoSolver::new(AutoSettings::default().tolerance(1e-9).plan_override(plan_override))
         .solve(&problem, None)
         .unwrap();
     assert_sane("auto", &problem, &solution);

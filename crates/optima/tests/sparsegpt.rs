@@ -73,7 +73,7 @@ fn updater_matches_the_dense_reference_for_any_block_size() {
     let (_, want) = reference(&w, &hessian.matrix().to_owned(), Some(&mask), None, 128);
     let problem = LayerProblem::new(w, hessian, mask).unwrap();
     for block in [1, 7, 16, 128] {
-        let solver = SparseGptSolver::new(SparseGptSettings { block_size: block, ..Default::default() });
+        let solver = SparseGptSolver::new(SparseGptSettings::default().block_size(block));
         let sol = solver.solve(&problem, None).unwrap();
         assert!(max_diff(&sol.weight, &want) < 1e-10, "block {block}: {}", max_diff(&sol.weight, &want));
         assert_eq!(sol.report.max_abs_pruned, 0.0);
@@ -88,7 +88,7 @@ fn masker_matches_the_dense_reference_and_its_pattern() {
     let hd = hessian.matrix().to_owned();
     for (pattern, block) in [("0.5", 16), ("0.3", 128), ("2:4", 16), ("4:8", 128)] {
         let p: SparsityPattern = pattern.parse().unwrap();
-        let masker = SparseGptMasker::new(SparseGptSettings { block_size: block, ..Default::default() });
+        let masker = SparseGptMasker::new(SparseGptSettings::default().block_size(block));
         let (mask, updated) = masker.select_and_update(w.view(), &hessian, &p).unwrap();
         mask.validate(&p).unwrap();
         let (want_mask, want_w) = reference(&w, &hd, None, Some(p), block);

@@ -11,7 +11,7 @@ use optima::backend::{Device, Parallelism};
 use optima::error::Result;
 use optima::mask::{Masker, WandaMasker};
 use optima::problem::{DEFAULT_PERCDAMP, Hessian, LayerProblem, Mask, SparsityPattern, synthetic::LlmLikeLayer};
-use optima::solve::{QpSolver, SolverOptions};
+use optima::solve::{QpSolver, SolverSpec};
 
 /// Llama-3-8B's linear layers per block: name, outputs m, inputs n.
 pub const LLAMA3_8B_LAYERS: [(&str, usize, usize); 7] = [
@@ -31,16 +31,18 @@ pub const LLAMA3_8B_BLOCKS: usize = 32;
 pub struct LlamaBenchOptions {
     /// The device.
     pub device: Device,
-    /// Solvers, by name.
-    pub solvers: Vec<String>,
+    /// Solvers with their settings.
+    pub solvers: Vec<SolverSpec>,
     /// Patterns (default 50% and 2:4).
     pub patterns: Vec<SparsityPattern>,
     /// Solve only the first R rows of each layer (the per-layer time is then scaled to all rows).
     pub rows: Option<usize>,
     /// Divide every dimension by this (≥ 1; for smoke tests on small machines).
     pub scale_down: usize,
-    /// Tolerance, threads and solver details.
-    pub options: SolverOptions,
+    /// Threads of the generator and masker (each solver has its own).
+    pub parallelism: Parallelism,
+    /// The tolerance the solvers were given, for the report.
+    pub tolerance: f64,
     /// Generator seed.
     pub seed: u64,
 }
@@ -150,13 +152,13 @@ impl Runner {
         }
     }
 
-    fn solver(&self, name: &str, options: &SolverOptions) -> Result<Box<dyn QpSolver + Send + Sync>> {
+    fn solver(&self, spec: &SolverSpec) -> Result<Box<dyn QpSolver + Send + Sync>> {
         #[cfg(feature = "cuda")]
         if let Some(backend) = &self.backend {
             backend.reset_peak_memory();
-            return optima::solve::cuda::cuda_solver_by_name(backend.clone(), name, options);
+            return spec.build_on(backend.clone());
         }
-        optima::solve::solver_by_name(name, options)
+        spec.build(Device::Cpu)
     }
 
     fn peak(&self) -> Option<usize> {
@@ -170,12 +172,15 @@ impl Runner {
 
 /// Runs the Llama-3-8B shapes; `progress` is told each step as it starts.
 pub fn bench_llama3_8b(opts: &LlamaBenchOptions, mut progress: impl FnMut(&str)) -> Result<LlamaBenchReport> {
-    for s in &opts.solvers {
-        optima::solve::solver_by_name(s, &opts.options)?;
+    for spec in &opts.solvers {
+        match opts.device {
+            Device::Cpu => spec.validate()?,
+            Device::Cuda { .. } => spec.validate().and_then(|()| spec.check_cuda())?,
+        }
     }
     let runner = Runner::new(opts.device)?;
     let scale = opts.scale_down.max(1);
-    let par: Parallelism = opts.options.parallelism;
+    let par: Parallelism = opts.parallelism;
     let mut rows = Vec::new();
     let mut current: Option<((usize, usize), ndarray::Array2<f64>, Hessian)> = None;
     for (layer, m_full, n_full) in LLAMA3_8B_LAYERS {
@@ -193,11 +198,12 @@ pub fn bench_llama3_8b(opts: &LlamaBenchOptions, mut progress: impl FnMut(&str))
             let sub_mask = Mask::from_fn(r, n, |i, j| mask.is_pruned(i, j));
             let sub_weight = weight.slice(ndarray::s![..r, ..]).to_owned();
             let problem = LayerProblem::new(sub_weight, hessian.clone(), sub_mask)?;
-            for solver_name in &opts.solvers {
+            for spec in &opts.solvers {
+                let solver_name = spec.name();
                 progress(&format!("{layer} {m}x{n} {pattern} {solver_name}"));
-                let solver = runner.solver(solver_name, &opts.options)?;
+                let solver = runner.solver(spec)?;
                 let report = solver.solve(&problem, None)?.report;
-                let gflops = model_flops(&report, &problem, &opts.options) / report.seconds / 1e9;
+                let gflops = model_flops(&report, &problem, spec) / report.seconds / 1e9;
                 progress(&format!(
                     "done {layer} {pattern} {solver_name}: {:.3} s for {r} rows, {gflops:.0} GFLOP/s, KKT {:.1e}, {} failed",
                     report.seconds, report.kkt_residual, report.failed_rows
@@ -207,7 +213,7 @@ pub fn bench_llama3_8b(opts: &LlamaBenchOptions, mut progress: impl FnMut(&str))
                     shape: format!("{m}x{n}"),
                     rows_solved: r,
                     pattern: pattern.to_string(),
-                    solver: solver_name.clone(),
+                    solver: solver_name.to_string(),
                     seconds: report.seconds,
                     seconds_per_layer: report.seconds * m as f64 / r as f64,
                     gflops,
@@ -234,7 +240,7 @@ pub fn bench_llama3_8b(opts: &LlamaBenchOptions, mut progress: impl FnMut(&str))
         date: utc_date(),
         sgemm_gflops: runner.gemm.map(|g| g.0),
         dgemm_gflops: runner.gemm.map(|g| g.1),
-        tolerance: opts.options.tolerance,
+        tolerance: opts.tolerance,
         scale_down: scale,
         rows,
         projected_32_blocks_seconds: projected,

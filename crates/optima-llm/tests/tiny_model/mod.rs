@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use optima::solve::SolverOptions;
+use optima::solve::SolverSpec;
 use optima::{Parallelism, SparsityPattern};
 use optima_llm::calibration::calibration_sequences;
 use optima_llm::gguf::{GgufTensorData, GgufValue, GgufValueType, write_gguf};
@@ -70,9 +70,9 @@ pub fn settings(pattern: &str, masker: MaskerChoice, update: &str) -> PruneSetti
     PruneSettings {
         pattern: pattern.parse().unwrap(),
         masker,
-        update: update.parse().unwrap(),
+        update: (update != "none").then(|| update.parse::<SolverSpec>().unwrap().parallelism(Parallelism::Threads(2))),
         percdamp: 0.01,
-        solver: SolverOptions { parallelism: Parallelism::Threads(2), ..SolverOptions::default() },
+        parallelism: Parallelism::Threads(2),
         device: optima::backend::Device::Cpu,
         max_blocks: None,
         memory_budget: None,

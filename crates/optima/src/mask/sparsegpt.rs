@@ -20,7 +20,9 @@ use crate::problem::{Hessian, Mask, RatioScope, SparsityPattern, pruned_count};
 pub const DEFAULT_BLOCK_SIZE: usize = 128;
 
 /// Settings shared by the SparseGPT masker and updater.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct SparseGptSettings {
     /// Columns per lazy block.
     pub block_size: usize,
@@ -31,6 +33,27 @@ pub struct SparseGptSettings {
 impl Default for SparseGptSettings {
     fn default() -> Self {
         Self { block_size: DEFAULT_BLOCK_SIZE, parallelism: Parallelism::AllCores }
+    }
+}
+
+impl SparseGptSettings {
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.block_size == 0 {
+            return Err(OptimaError::InvalidSetting("SparseGPT block size must be ≥ 1".into()));
+        }
+        Ok(())
+    }
+
+    /// Sets the columns per lazy block (default: 128).
+    pub fn block_size(mut self, block_size: usize) -> Self {
+        self.block_size = block_size;
+        self
+    }
+
+    /// Sets the threads (default: all cores).
+    pub fn parallelism(mut self, parallelism: Parallelism) -> Self {
+        self.parallelism = parallelism;
+        self
     }
 }
 
@@ -99,9 +122,7 @@ pub(crate) fn sweep(
     selection: Selection<'_>,
     settings: &SparseGptSettings,
 ) -> Result<(Mask, Array2<f64>)> {
-    if settings.block_size == 0 {
-        return Err(OptimaError::InvalidSetting("SparseGPT block size must be ≥ 1".into()));
-    }
+    settings.check()?;
     let par = settings.parallelism;
     let (m, n) = weight.dim();
     let block = match selection {

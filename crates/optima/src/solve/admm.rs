@@ -22,7 +22,9 @@ use crate::memory::{Bytes, MemoryEstimate};
 use crate::problem::{LayerProblem, RowStatus, Solution};
 
 /// Settings of [`AdmmSolver`].
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct AdmmSettings {
     /// Tolerance, cap and threads.
     pub iterative: IterativeSettings,
@@ -42,6 +44,43 @@ impl Default for AdmmSettings {
             adaptive_rho: true,
             check_every: 5,
         }
+    }
+}
+
+impl AdmmSettings {
+    pub(crate) fn check(&self) -> Result<()> {
+        self.iterative.check()?;
+        if !(self.rho.is_finite() && self.rho > 0.0) || self.check_every == 0 {
+            return Err(OptimaError::InvalidSetting(format!(
+                "ADMM needs rho > 0 and check_every ≥ 1 (got {}, {})",
+                self.rho, self.check_every
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sets the tolerance, cap and threads (default: 1e-6, 3000 iterations, all cores).
+    pub fn iterative(mut self, iterative: IterativeSettings) -> Self {
+        self.iterative = iterative;
+        self
+    }
+
+    /// Sets the penalty ρ (default: 1).
+    pub fn rho(mut self, rho: f64) -> Self {
+        self.rho = rho;
+        self
+    }
+
+    /// Sets whether ρ is rebalanced (default: true).
+    pub fn adaptive_rho(mut self, adaptive_rho: bool) -> Self {
+        self.adaptive_rho = adaptive_rho;
+        self
+    }
+
+    /// Sets the iterations between KKT checks (default: 5).
+    pub fn check_every(mut self, check_every: usize) -> Self {
+        self.check_every = check_every;
+        self
     }
 }
 
@@ -70,13 +109,7 @@ impl QpSolver for AdmmSolver {
 
     fn solve(&self, problem: &LayerProblem, warm_start: Option<ArrayView2<'_, f64>>) -> Result<Solution> {
         let s = &self.settings;
-        s.iterative.check()?;
-        if !(s.rho.is_finite() && s.rho > 0.0) || s.check_every == 0 {
-            return Err(OptimaError::InvalidSetting(format!(
-                "ADMM needs rho > 0 and check_every ≥ 1 (got {}, {})",
-                s.rho, s.check_every
-            )));
-        }
+        s.check()?;
         solve_batched(self.name(), problem, warm_start, s.iterative.parallelism, |x0| run_admm(problem, x0, s))
     }
 }

@@ -43,7 +43,9 @@ pub const DIRECT_HALF_EFFICIENCY: f64 = 200.0;
 pub const MIXED_PCG_SPEEDUP: f64 = 1.5;
 
 /// Settings of [`AutoSolver`].
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct AutoSettings {
     /// Relative KKT tolerance every row must meet.
     pub tolerance: f64,
@@ -59,8 +61,36 @@ impl Default for AutoSettings {
     }
 }
 
+impl AutoSettings {
+    pub(crate) fn check(&self) -> Result<()> {
+        if !(self.tolerance.is_finite() && self.tolerance > 0.0) {
+            return Err(OptimaError::InvalidSetting(format!("tolerance must be > 0, got {}", self.tolerance)));
+        }
+        Ok(())
+    }
+
+    /// Sets the relative KKT tolerance every row must meet (default: 1e-6).
+    pub fn tolerance(mut self, tolerance: f64) -> Self {
+        self.tolerance = tolerance;
+        self
+    }
+
+    /// Sets the threads (default: all cores).
+    pub fn parallelism(mut self, parallelism: Parallelism) -> Self {
+        self.parallelism = parallelism;
+        self
+    }
+
+    /// Sets a plan to follow instead of the cost model's (default: none).
+    pub fn plan_override(mut self, plan_override: Option<AutoPlan>) -> Self {
+        self.plan_override = plan_override;
+        self
+    }
+}
+
 /// The plan `auto` makes for a problem before measuring anything.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum AutoPlan {
     /// Solve every row exactly.
     Direct,

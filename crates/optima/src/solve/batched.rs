@@ -13,7 +13,9 @@ pub const DEFAULT_TOLERANCE: f64 = 1e-6;
 pub(crate) const TINY: f64 = 1e-300;
 
 /// Settings every iterative solver shares.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct IterativeSettings {
     /// Stop a row when its relative KKT residual `‖(H(ŵ−w))_S‖∞ / ‖(H w)_S‖∞` is at most this.
     pub tolerance: f64,
@@ -24,6 +26,24 @@ pub struct IterativeSettings {
 }
 
 impl IterativeSettings {
+    /// Sets the relative KKT tolerance.
+    pub fn tolerance(mut self, tolerance: f64) -> Self {
+        self.tolerance = tolerance;
+        self
+    }
+
+    /// Sets the iteration cap per row.
+    pub fn max_iterations(mut self, max_iterations: usize) -> Self {
+        self.max_iterations = max_iterations;
+        self
+    }
+
+    /// Sets the threads.
+    pub fn parallelism(mut self, parallelism: Parallelism) -> Self {
+        self.parallelism = parallelism;
+        self
+    }
+
     /// Tolerance `tol` and cap `max_iterations`, all cores.
     pub fn new(tolerance: f64, max_iterations: usize) -> Self {
         Self { tolerance, max_iterations, parallelism: Parallelism::AllCores }

@@ -33,8 +33,24 @@ pub enum DirectForm {
     Dual,
 }
 
+impl std::str::FromStr for DirectForm {
+    type Err = OptimaError;
+
+    /// `auto`, `primal` or `dual`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "primal" => Ok(Self::Primal),
+            "dual" => Ok(Self::Dual),
+            other => Err(OptimaError::InvalidSetting(format!("unknown form {other:?}; choose auto, primal or dual"))),
+        }
+    }
+}
+
 /// Settings of [`DirectSolver`].
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct DirectSettings {
     /// Threads to use.
     pub parallelism: Parallelism,

@@ -28,7 +28,9 @@ use crate::memory::{Bytes, MemoryEstimate};
 use crate::problem::{LayerProblem, RowStatus, Solution};
 
 /// Settings of [`DualPcgSolver`].
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct DualPcgSettings {
     /// Tolerance, cap and threads.
     pub iterative: IterativeSettings,
@@ -39,6 +41,20 @@ pub struct DualPcgSettings {
 impl Default for DualPcgSettings {
     fn default() -> Self {
         Self { iterative: IterativeSettings::new(super::DEFAULT_TOLERANCE, 1000), precision: Precision::Mixed }
+    }
+}
+
+impl DualPcgSettings {
+    /// Sets the tolerance, cap and threads (default: 1e-6, 1000 iterations, all cores).
+    pub fn iterative(mut self, iterative: IterativeSettings) -> Self {
+        self.iterative = iterative;
+        self
+    }
+
+    /// Sets the products' precision (default: mixed).
+    pub fn precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
     }
 }
 

@@ -82,7 +82,9 @@ impl std::str::FromStr for Precision {
 }
 
 /// Settings of [`PcgSolver`].
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct PcgSettings {
     /// Tolerance, cap and threads.
     pub iterative: IterativeSettings,
@@ -99,6 +101,26 @@ impl Default for PcgSettings {
             preconditioner: Preconditioner::Jacobi,
             precision: Precision::Double,
         }
+    }
+}
+
+impl PcgSettings {
+    /// Sets the tolerance, cap and threads (default: 1e-6, 1000 iterations, all cores).
+    pub fn iterative(mut self, iterative: IterativeSettings) -> Self {
+        self.iterative = iterative;
+        self
+    }
+
+    /// Sets the preconditioner (default: Jacobi).
+    pub fn preconditioner(mut self, preconditioner: Preconditioner) -> Self {
+        self.preconditioner = preconditioner;
+        self
+    }
+
+    /// Sets the products' precision (default: double).
+    pub fn precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
     }
 }
 

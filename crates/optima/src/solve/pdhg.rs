@@ -37,7 +37,9 @@ use crate::problem::{LayerProblem, RowStatus, Solution};
 const CHECK_EVERY: usize = 64;
 
 /// Settings of [`PdhgSolver`].
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
 pub struct PdhgSettings {
     /// Threads and the iteration cap (its `tolerance` is unused: see `eps_abs`, `eps_rel`).
     pub iterative: IterativeSettings,
@@ -50,6 +52,34 @@ pub struct PdhgSettings {
 impl Default for PdhgSettings {
     fn default() -> Self {
         Self { iterative: IterativeSettings::new(1e-2, 100_000), eps_abs: 1e-2, eps_rel: 1e-2 }
+    }
+}
+
+impl PdhgSettings {
+    pub(crate) fn check(&self) -> Result<()> {
+        self.iterative.check()?;
+        if !(self.eps_abs >= 0.0 && self.eps_rel >= 0.0 && (self.eps_abs + self.eps_rel) > 0.0) {
+            return Err(OptimaError::InvalidSetting("PDHG tolerances must be ≥ 0, not both 0".into()));
+        }
+        Ok(())
+    }
+
+    /// Sets the cap and threads (default: 100,000 iterations, all cores).
+    pub fn iterative(mut self, iterative: IterativeSettings) -> Self {
+        self.iterative = iterative;
+        self
+    }
+
+    /// Sets the absolute tolerance (default: 1e-2).
+    pub fn eps_abs(mut self, eps_abs: f64) -> Self {
+        self.eps_abs = eps_abs;
+        self
+    }
+
+    /// Sets the relative tolerance (default: 1e-2).
+    pub fn eps_rel(mut self, eps_rel: f64) -> Self {
+        self.eps_rel = eps_rel;
+        self
     }
 }
 
@@ -78,10 +108,7 @@ impl QpSolver for PdhgSolver {
 
     fn solve(&self, problem: &LayerProblem, warm_start: Option<ArrayView2<'_, f64>>) -> Result<Solution> {
         let s = &self.settings;
-        s.iterative.check()?;
-        if !(s.eps_abs >= 0.0 && s.eps_rel >= 0.0 && (s.eps_abs + s.eps_rel) > 0.0) {
-            return Err(OptimaError::InvalidSetting("PDHG tolerances must be ≥ 0, not both 0".into()));
-        }
+        s.check()?;
         solve_batched(self.name(), problem, warm_start, s.iterative.parallelism, |x0| run_pdhg(problem, x0, s))
     }
 }
