@@ -6,7 +6,7 @@ use optima::SparsityPattern;
 use optima::memory::Bytes;
 use optima_llm::llama::{LinearKind, LlamaModel};
 use optima_llm::model_file::{WeightPrecision, load_model, write_model_gguf, write_model_safetensors};
-use optima_llm::prune::{MaskerChoice, plan_memory, prune_model};
+use optima_llm::prune::{MaskerChoice, PruneSettings, plan_memory, prune_model};
 use tiny_model::*;
 
 #[test]
@@ -197,4 +197,71 @@ fn safetensors_output_holds_every_tensor_bit_exactly() {
     let values: Vec<f32> = down.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
     assert_eq!(values, model.blocks[1].down.iter().copied().collect::<Vec<_>>());
     assert!(write_model_safetensors(&path, &loaded.gguf, &loaded.model).is_err(), "never overwrites the input");
+}
+
+#[test]
+fn a_checkpoint_refuses_a_resume_with_any_other_setting() {
+    use optima::solve::{DualPcgSettings, Precision};
+    use optima::{Device, Parallelism, SolverSpec};
+    use optima_llm::checkpoint::Checkpoint;
+    use optima_llm::prune::prune_model_resumable;
+
+    let dir = tempfile::tempdir().unwrap();
+    let model = LlamaModel::random(tiny_config(), 5).unwrap();
+    let calib = calibration(2);
+    let mut base = settings("0.5", MaskerChoice::Wanda, "none");
+    base.update = Some(SolverSpec::DualPcg(DualPcgSettings::default().precision(Precision::Mixed)));
+    base.max_blocks = Some(1);
+    let checkpoint = Checkpoint::new(dir.path().join("ck"), &model, &calib, &base).unwrap();
+    let mut run = model.clone();
+    prune_model_resumable(&mut run, &calib, &base, Some(&checkpoint), |_| {}).unwrap();
+    assert!(checkpoint.exists());
+    let resume = |s: &PruneSettings, calib: &[Vec<u32>], m: &LlamaModel| {
+        Checkpoint::new(dir.path().join("ck"), m, calib, s).unwrap().resume(&mut m.clone())
+    };
+    // The same run resumes.
+    assert_eq!(resume(&base, &calib, &model).unwrap().unwrap().blocks_done, 1);
+    let dual = |f: &dyn Fn(DualPcgSettings) -> DualPcgSettings| {
+        let mut s = base.clone();
+        s.update = Some(SolverSpec::DualPcg(f(DualPcgSettings::default().precision(Precision::Mixed))));
+        s
+    };
+    let with = |f: &dyn Fn(&mut PruneSettings)| {
+        let mut s = base.clone();
+        f(&mut s);
+        s
+    };
+    let changed: Vec<(&str, PruneSettings)> = vec![
+        ("pattern", with(&|s| s.pattern = "2:4".parse().unwrap())),
+        ("masker", with(&|s| s.masker = MaskerChoice::Magnitude)),
+        ("update", with(&|s| s.update = None)),
+        ("solver", with(&|s| s.update = Some("direct".parse().unwrap()))),
+        ("precision", dual(&|d| d.precision(Precision::Double))),
+        ("tolerance", dual(&|d| d.iterative(d.iterative.tolerance(1e-9)))),
+        ("iteration cap", dual(&|d| d.iterative(d.iterative.max_iterations(7)))),
+        ("damping", with(&|s| s.percdamp = 0.1)),
+        ("device", with(&|s| s.device = Device::Cuda { ordinal: 0 })),
+        ("max blocks", with(&|s| s.max_blocks = Some(2))),
+    ];
+    for (what, s) in &changed {
+        match resume(s, &calib, &model) {
+            Err(optima::OptimaError::InvalidSetting(msg)) => assert!(msg.contains("another run"), "{what}: {msg}"),
+            other => panic!("a resume with another {what} must be refused, got {other:?}"),
+        }
+    }
+    // Other calibration or other weights are another run too.
+    assert!(resume(&base, &calibration(3), &model).is_err());
+    assert!(resume(&base, &calib, &LlamaModel::random(tiny_config(), 6).unwrap()).is_err());
+    // What does not change the result's meaning may differ: threads, the memory budget, side outputs.
+    let same = [
+        with(&|s| {
+            s.parallelism = Parallelism::Threads(1);
+            s.update = s.update.clone().map(|u| u.parallelism(Parallelism::Threads(1)));
+        }),
+        with(&|s| s.memory_budget = Some(Bytes(1 << 30))),
+        with(&|s| s.save_problems = Some(dir.path().join("problems"))),
+    ];
+    for s in &same {
+        assert_eq!(resume(s, &calib, &model).unwrap().unwrap().blocks_done, 1);
+    }
 }
