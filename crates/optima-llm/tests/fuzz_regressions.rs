@@ -207,7 +207,7 @@ fn validation_seeds() -> Vec<(String, Vec<u8>)> {
 fn write_fuzz_seeds() {
     let root = std::env::var_os("FUZZ_SEEDS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus"));
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus"));
     let scratch = tempfile::tempdir().expect("a temporary directory");
     let sets = [
         ("gguf_reader", gguf_seeds()),

@@ -2,6 +2,8 @@
 //! against values computed by hand, hostile files answered with errors (never panics), and the
 //! real SmolLM2 model when `scripts/fetch-assets.sh` has fetched it.
 
+mod assets_dir;
+
 use std::path::{Path, PathBuf};
 
 use half::f16;
@@ -681,19 +683,10 @@ proptest! {
 
 // ---- the real model --------------------------------------------------------------------------
 
-fn model_path() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!("skipped: {} is missing (run scripts/fetch-assets.sh)", p.display());
-        None
-    }
-}
 
 #[test]
 fn real_smollm2_reads_and_dequantizes() {
-    let Some(path) = model_path() else { return };
+    let path = assets_dir::smollm2();
     let f = GgufFile::read(&path).unwrap();
     assert_eq!(f.version, 3);
     assert_eq!(f.get_str("general.architecture").unwrap(), "llama");

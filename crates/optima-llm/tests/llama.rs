@@ -1,6 +1,8 @@
 //! The Llama forward pass against a plain-loop reference, causality, captured inputs, loading by
 //! GGUF names, and perplexity windows.
 
+mod assets_dir;
+
 use std::collections::HashMap;
 
 use ndarray::{Array2, ArrayView2, s};
@@ -436,7 +438,7 @@ fn config_from_metadata() {
 
 /// Forward speed at SmolLM2-135M's shape: `cargo test --release --test llama -- --ignored --nocapture`.
 #[test]
-#[ignore]
+#[ignore = "a speed measurement: --release --ignored --nocapture"]
 fn smollm2_shape_speed() {
     let c = LlamaConfig::smollm2_135m();
     let t0 = std::time::Instant::now();
@@ -464,17 +466,12 @@ fn smollm2_shape_speed() {
 /// `cargo test --release --test llama -- --ignored --nocapture real_smollm2`. A wrong RoPE
 /// convention or layout gives perplexity in the hundreds; the right one gives tens.
 #[test]
-#[ignore]
+#[ignore = "the real model end to end, slow in debug: --release --ignored --nocapture"]
 fn real_smollm2_perplexity_is_plausible() {
     use optima_llm::gguf::{GgufFile, GgufValue};
     use optima_llm::tokenizer::Tokenizer;
     use std::io::Read;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
-    let (model_path, text_path) = (root.join("SmolLM2-135M-Instruct.Q4_1.gguf"), root.join("jargon.txt.gz"));
-    if !model_path.exists() || !text_path.exists() {
-        eprintln!("skipped: {} or {} missing", model_path.display(), text_path.display());
-        return;
-    }
+    let (model_path, text_path) = (assets_dir::smollm2(), assets_dir::require("jargon.txt.gz"));
     let gguf = GgufFile::read(&model_path).unwrap();
     let vocab = gguf.tensor_info("token_embd.weight").unwrap().dims[1];
     let config = LlamaConfig::from_metadata(|k| gguf.get(k).and_then(GgufValue::as_f64), vocab).unwrap();

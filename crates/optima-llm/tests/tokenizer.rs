@@ -2,6 +2,8 @@
 //! SmolLM2 tokenizer against ids computed with Hugging Face `tokenizers` from the same vocabulary
 //! and merges (skipped with a note when the model has not been fetched).
 
+mod assets_dir;
+
 use std::path::Path;
 
 use optima_llm::gguf::{GgufFile, GgufValue, GgufValueType, gguf_bytes};
@@ -148,18 +150,13 @@ fn from_gguf_reads_the_metadata() {
 
 // ---- the real SmolLM2 tokenizer --------------------------------------------------------------
 
-fn real() -> Option<Tokenizer> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !p.exists() {
-        eprintln!("skipped: {} is missing (run scripts/fetch-assets.sh)", p.display());
-        return None;
-    }
-    Some(Tokenizer::from_gguf(&GgufFile::read(&p).unwrap()).unwrap())
+fn real() -> Tokenizer {
+    Tokenizer::from_gguf(&GgufFile::read(&assets_dir::smollm2()).unwrap()).unwrap()
 }
 
 #[test]
 fn smollm2_known_answers() {
-    let Some(t) = real() else { return };
+    let t = real();
     assert_eq!(t.vocab_size(), 49152);
     // Reference ids: Hugging Face `tokenizers` (BPE from this file's tokens and merges,
     // pre-tokenizer Digits(individual) + ByteLevel(add_prefix_space = false), control tokens added).
@@ -190,7 +187,7 @@ fn smollm2_known_answers() {
 
 #[test]
 fn smollm2_round_trips_and_is_fast() {
-    let Some(t) = real() else { return };
+    let t = real();
     let mut text = String::new();
     let mut i = 0u64;
     while text.len() < 1 << 20 {
