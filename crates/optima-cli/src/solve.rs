@@ -131,6 +131,7 @@ pub fn run(args: SolveArgs) -> optima::Result<()> {
             "iterations": r.iterations,
             "failed_rows": r.failed_rows,
             "regularized_rows": r.regularized_rows,
+            "chunks": r.chunks,
         });
         println!("{value}");
     } else {

@@ -217,6 +217,8 @@ fn a_memory_budget_chunks_the_solve_to_the_same_answer_or_refuses_before_it() {
     assert!((ea - eb).abs() <= 1e-9 * ea, "{ea} vs {eb}");
     assert_eq!(a["failed_rows"], 0);
     assert_eq!(b["failed_rows"], 0);
+    assert_eq!(a["chunks"], 1);
+    assert!(b["chunks"].as_u64().unwrap() > 1, "the budget must have split the solve: {b}");
     // dual-pcg (its own default precision, mixed) reaches the same optimum through the CLI.
     let dual = {
         let (problem, out) = (s(&problem), s(&dir.path().join("dual.safetensors")));

@@ -343,6 +343,7 @@ fn prune_layer(
         kkt_residual: report.kkt_residual,
         iterations: report.iterations,
         failed_rows: report.failed_rows,
+        chunks: report.chunks,
         mask_seconds,
         solve_seconds,
     })

@@ -27,6 +27,8 @@ pub struct LayerRecord {
     pub iterations: usize,
     /// Rows not solved to the solver's promise.
     pub failed_rows: usize,
+    /// Row chunks the solve ran in (more than 1 when the memory budget split it).
+    pub chunks: usize,
     /// Seconds choosing the mask.
     pub mask_seconds: f64,
     /// Seconds updating the weights.

@@ -156,6 +156,8 @@ fn a_memory_budget_spills_activations_and_chunks_solves_to_the_same_bits() {
         assert!(plan.activations_on_disk);
         let mut bounded = dense.clone();
         let report = prune_model(&mut bounded, &calib, &tight).unwrap();
+        assert!(reference.layers.iter().all(|l| l.chunks == 1), "{update}: unbounded runs solve whole layers");
+        assert!(report.layers.iter().any(|l| l.chunks > 1), "{update}: the budget must have split some solve");
         for (a, b) in reference.layers.iter().zip(&report.layers) {
             assert_eq!(a.failed_rows, b.failed_rows);
             let gap = (a.error_after - b.error_after).abs() / a.error_after;

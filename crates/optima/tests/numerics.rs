@@ -10,6 +10,15 @@ use optima::mask::{SparseGptMasker, masker_by_name};
 use optima::prelude::*;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
+/// An error a solver may answer a degenerate layer with: a numerical failure, and only from the
+/// solvers that can break down. `direct` (and `auto`, which ends in it) regularize and report
+/// `Regularized` or `Failed` rows instead; an error from them is a bug.
+fn assert_may_fail(what: &str, e: &OptimaError) {
+    let exact = what.split_whitespace().any(|w| w == "direct" || w == "auto");
+    assert!(!exact, "{what}: the exact solvers must regularize, not fail: {e}");
+    assert!(matches!(e, OptimaError::Numerical(_)), "{what}: {e}");
+}
+
 /// Every solver at a tight tolerance, single-threaded so failures reproduce.
 fn solvers() -> Vec<(String, Box<dyn QpSolver + Send + Sync>)> {
     SolverSpec::NAMES
@@ -113,7 +122,7 @@ fn rank_deficient_hessian_from_fewer_tokens_than_inputs() {
                     assert!(r.error_after <= r.error_before * (1.0 + 1e-9), "{name}: {r:?}");
                 }
             }
-            Err(e) => assert!(matches!(e, OptimaError::Numerical(_)), "{name}: {e}"),
+            Err(e) => assert_may_fail(&name, &e),
         }
     }
 }
@@ -153,7 +162,7 @@ fn a_diagonal_spanning_1e_minus_12_to_1e12_is_solved_or_reported() {
                     let r = &solution.report;
                     assert!(r.objective <= r.objective_mask_only * (1.0 + 1e-6) + 1e-9, "{name}: {r:?}");
                 }
-                Err(e) => assert!(matches!(e, OptimaError::Numerical(_)), "{name} (damping {percdamp}): {e}"),
+                Err(e) => assert_may_fail(&format!("{name} (damping {percdamp})"), &e),
             }
         }
     }
@@ -260,7 +269,7 @@ fn random_degenerate_layers_never_yield_nan() {
         for (name, solver) in solvers() {
             match solver.solve(&problem, None) {
                 Ok(s) => assert_sane(&format!("case {case} {name}"), &problem, &s),
-                Err(e) => assert!(matches!(e, OptimaError::Numerical(_)), "case {case} {name}: {e}"),
+                Err(e) => assert_may_fail(&format!("case {case} {name}"), &e),
             }
         }
     }

@@ -84,6 +84,8 @@ pub struct SolveReport {
     pub seconds: f64,
     /// Wall time of computing this report, seconds.
     pub evaluation_seconds: f64,
+    /// Row chunks the layer was solved in (1 unless a memory budget split it).
+    pub chunks: usize,
 }
 
 /// Reconstructed weights with their report.
@@ -125,6 +127,7 @@ impl SolveReport {
             rows,
             seconds,
             evaluation_seconds,
+            chunks: 1,
         }
     }
 
@@ -135,7 +138,8 @@ impl SolveReport {
         let energy = parts.iter().map(|p| p.output_energy).sum();
         let seconds = parts.iter().map(|p| p.seconds).sum();
         let evaluation = parts.iter().map(|p| p.evaluation_seconds).sum();
+        let chunks = parts.iter().map(|p| p.chunks).sum();
         let rows = parts.into_iter().flat_map(|p| p.rows).collect();
-        Some(Self::from_rows(&solver, n, rows, energy, seconds, evaluation))
+        Some(Self { chunks, ..Self::from_rows(&solver, n, rows, energy, seconds, evaluation) })
     }
 }
