@@ -4,12 +4,12 @@
 
 mod assets_dir;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use half::f16;
 use optima::OptimaError;
 use optima_llm::gguf::{
-    GgmlType, GgufFile, GgufTensorData, GgufValue, GgufValueType, dequantize, gguf_bytes, write_gguf,
+    DequantizeError, GgmlType, GgufFile, GgufTensorData, GgufValue, GgufValueType, dequantize, gguf_bytes, write_gguf,
 };
 use proptest::prelude::*;
 
@@ -216,18 +216,21 @@ fn writer_refuses_inconsistent_input() {
     let t = |name: &str, dims: Vec<usize>, n: usize| (name.to_string(), dims, GgufTensorData::F32(vec![0.0; n]));
     assert!(matches!(gguf_bytes(&[], &[t("a", vec![2, 3], 5)]), Err(OptimaError::ShapeMismatch { .. })));
     assert!(matches!(gguf_bytes(&[], &[t("a", vec![usize::MAX, 3], 5)]), Err(OptimaError::ShapeMismatch { .. })));
-    assert!(gguf_bytes(&[], &[t("a", vec![1], 1), t("a", vec![1], 1)]).is_err());
-    assert!(gguf_bytes(&[], &[t(&"x".repeat(64), vec![1], 1)]).is_err());
-    assert!(gguf_bytes(&[], &[t("a", vec![], 1)]).is_err());
-    assert!(gguf_bytes(&[], &[t("a", vec![1, 1, 1, 1, 1], 1)]).is_err());
+    assert!(matches!(
+        gguf_bytes(&[], &[t("a", vec![1], 1), t("a", vec![1], 1)]),
+        Err(optima::OptimaError::InvalidSetting(_))
+    ));
+    assert!(matches!(gguf_bytes(&[], &[t(&"x".repeat(64), vec![1], 1)]), Err(optima::OptimaError::InvalidSetting(_))));
+    assert!(matches!(gguf_bytes(&[], &[t("a", vec![], 1)]), Err(optima::OptimaError::InvalidSetting(_))));
+    assert!(matches!(gguf_bytes(&[], &[t("a", vec![1, 1, 1, 1, 1], 1)]), Err(optima::OptimaError::InvalidSetting(_))));
     let mixed = GgufValue::Array(GgufValueType::U8, vec![GgufValue::U8(1), GgufValue::I8(1)]);
-    assert!(gguf_bytes(&[("m".into(), mixed)], &[]).is_err());
+    assert!(matches!(gguf_bytes(&[("m".into(), mixed)], &[]), Err(optima::OptimaError::InvalidSetting(_))));
     let dup = vec![("k".to_string(), GgufValue::U8(1)), ("k".to_string(), GgufValue::U8(2))];
-    assert!(gguf_bytes(&dup, &[]).is_err());
+    assert!(matches!(gguf_bytes(&dup, &[]), Err(optima::OptimaError::InvalidSetting(_))));
     // A failed write leaves no file behind.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.gguf");
-    assert!(write_gguf(&path, &[], &[t("a", vec![2], 3)]).is_err());
+    assert!(matches!(write_gguf(&path, &[], &[t("a", vec![2], 3)]), Err(optima::OptimaError::ShapeMismatch { .. })));
     assert!(!path.exists());
 }
 
@@ -252,8 +255,8 @@ fn metadata_getters_accept_the_widths_real_files_use() {
     assert_eq!(f.get_usize("u64").unwrap(), 576);
     assert_eq!(f.get_u64("u64").unwrap(), 576);
     assert_eq!(f.get_i64("neg").unwrap(), -1);
-    assert!(f.get_u32("neg").is_err());
-    assert!(f.get_u64("neg").is_err());
+    assert!(matches!(f.get_u32("neg"), Err(optima::OptimaError::Format { .. })));
+    assert!(matches!(f.get_u64("neg"), Err(optima::OptimaError::Format { .. })));
     assert_eq!(f.get_f32("f32").unwrap(), 1e-5);
     assert_eq!(f.get_f32("f64").unwrap(), 100000.0);
     assert_eq!(f.get_f64("i32").unwrap(), 30.0);
@@ -292,7 +295,7 @@ fn tensor_matrix_is_rows_ne1_by_cols_ne0() {
     assert!(matches!(f.tensor_matrix("v"), Err(OptimaError::ShapeMismatch { .. })));
     assert!(matches!(f.tensor_matrix("w3d"), Err(OptimaError::ShapeMismatch { .. })));
     assert_eq!(f.tensor_vector("v").unwrap(), vec![1.0; 4]);
-    assert!(f.tensor_vector("w").is_err());
+    assert!(matches!(f.tensor_vector("w"), Err(optima::OptimaError::ShapeMismatch { .. })));
     assert!(matches!(f.tensor_f32("nope"), Err(OptimaError::Format { .. })));
 }
 
@@ -409,8 +412,11 @@ fn types_without_a_dequantizer_parse_but_refuse_conversion() {
     assert_eq!(f.tensor_bytes("k").unwrap().len(), 210);
     let e = f.tensor_f32("k").unwrap_err();
     assert!(e.to_string().contains("Q6_K"), "{e}");
-    assert!(dequantize(GgmlType::Q8_0, &[0u8; 33], 32).is_err());
-    assert!(dequantize(GgmlType::Q8_0, &[0u8; 34], 31).is_err());
+    assert_eq!(
+        dequantize(GgmlType::Q8_0, &[0u8; 33], 32).unwrap_err(),
+        DequantizeError::WrongLength { ty: GgmlType::Q8_0, elements: 32, needed: 34, found: 33 }
+    );
+    assert!(matches!(dequantize(GgmlType::Q8_0, &[0u8; 34], 31), Err(DequantizeError::PartialBlock { block: 32, .. })));
 }
 
 // ---- hostile files ---------------------------------------------------------------------------
@@ -682,7 +688,6 @@ proptest! {
 }
 
 // ---- the real model --------------------------------------------------------------------------
-
 
 #[test]
 fn real_smollm2_reads_and_dequantizes() {

@@ -269,7 +269,10 @@ fn perplexity_is_the_mean_over_windows() {
     assert!(matches!(err, OptimaError::InvalidSetting(_)), "{err}");
     assert!(err.to_string().contains("60"), "{err}");
     for (w, l) in [(1, 1), (1, 0), (0, 10)] {
-        assert!(perplexity(&model, &toks, w, l, |_| {}).is_err(), "{w} × {l}");
+        assert!(
+            matches!(perplexity(&model, &toks, w, l, |_| {}), Err(optima::OptimaError::InvalidSetting(_))),
+            "{w} × {l}"
+        );
     }
 }
 
@@ -389,7 +392,7 @@ fn bad_configs_and_inputs_are_typed_errors() {
     ] {
         let err = bad.validate().unwrap_err();
         assert!(matches!(err, OptimaError::InvalidSetting(_)), "{err}");
-        assert!(LlamaModel::random(bad, 1).is_err());
+        assert!(matches!(LlamaModel::random(bad, 1), Err(optima::OptimaError::InvalidSetting(_))));
     }
     LlamaConfig::smollm2_135m().validate().unwrap();
 
@@ -397,19 +400,22 @@ fn bad_configs_and_inputs_are_typed_errors() {
     let err = model.embed(&[1, 2, 100]).unwrap_err();
     assert!(err.to_string().contains("100") && err.to_string().contains("position 2"), "{err}");
     assert!(matches!(model.embed(&[]).unwrap_err(), OptimaError::Empty(_)));
-    assert!(model.nll(&tokens(c.context + 1, c.vocab, 1)).is_err());
+    assert!(matches!(model.nll(&tokens(c.context + 1, c.vocab, 1)), Err(optima::OptimaError::InvalidSetting(_))));
     let x = random_input(5, c.hidden + 1, 1);
     assert!(matches!(model.block_forward(0, x.view(), None).unwrap_err(), OptimaError::ShapeMismatch { .. }));
     let x = random_input(5, c.hidden, 1);
-    assert!(model.block_forward(2, x.view(), None).is_err());
-    assert!(model.logits(random_input(3, c.hidden - 1, 1).view()).is_err());
+    assert!(matches!(model.block_forward(2, x.view(), None), Err(optima::OptimaError::InvalidSetting(_))));
+    assert!(matches!(
+        model.logits(random_input(3, c.hidden - 1, 1).view()),
+        Err(optima::OptimaError::ShapeMismatch { .. })
+    ));
     // An empty block input gives an empty output.
     assert_eq!(model.block_forward(0, random_input(0, c.hidden, 1).view(), None).unwrap().dim(), (0, c.hidden));
     // A weight replaced with the wrong shape is an error, not a panic.
     *model.blocks[0].weight_mut(LinearKind::Up) = Array2::zeros((3, 3));
     let err = model.block_forward(0, x.view(), None).unwrap_err();
     assert!(err.to_string().contains("blk.0.ffn_up.weight"), "{err}");
-    assert!(model.check().is_err());
+    assert!(matches!(model.check(), Err(optima::OptimaError::ShapeMismatch { .. })));
 }
 
 #[test]

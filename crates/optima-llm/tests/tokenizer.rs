@@ -107,9 +107,18 @@ fn tiny_vocab_decode_round_trips() {
 #[test]
 fn construction_errors_are_reported() {
     let toks = || vec!["a".to_string(), "b".to_string()];
-    assert!(Tokenizer::new(vec![], &[], &[], PreTokenizer::Gpt2).is_err());
-    assert!(Tokenizer::new(toks(), &[], &[1], PreTokenizer::Gpt2).is_err());
-    assert!(Tokenizer::new(toks(), &["ab"], &[1, 1], PreTokenizer::Gpt2).is_err());
+    assert!(matches!(
+        Tokenizer::new(vec![], &[], &[], PreTokenizer::Gpt2),
+        Err(optima::OptimaError::InvalidSetting(_))
+    ));
+    assert!(matches!(
+        Tokenizer::new(toks(), &[], &[1], PreTokenizer::Gpt2),
+        Err(optima::OptimaError::InvalidSetting(_))
+    ));
+    assert!(matches!(
+        Tokenizer::new(toks(), &["ab"], &[1, 1], PreTokenizer::Gpt2),
+        Err(optima::OptimaError::InvalidSetting(_))
+    ));
     // Merges naming tokens the vocabulary lacks are ignored.
     let t = Tokenizer::new(toks(), &["a b"], &[1, 1], PreTokenizer::Gpt2).unwrap();
     assert_eq!(t.encode("ab"), vec![0, 1]);
@@ -138,14 +147,14 @@ fn from_gguf_reads_the_metadata() {
     assert_eq!(t.vocab_size(), 258);
     assert_eq!(t.pre_tokenizer(), PreTokenizer::SmolLm);
     assert_eq!(t.encode("he<|im_end|>"), vec![256, 257]);
-    assert!(Tokenizer::from_gguf(&file(md("llama", "smollm"))).is_err());
-    assert!(Tokenizer::from_gguf(&file(md("gpt2", "qwen2"))).is_err());
+    assert!(matches!(Tokenizer::from_gguf(&file(md("llama", "smollm"))), Err(optima::OptimaError::Format { .. })));
+    assert!(matches!(Tokenizer::from_gguf(&file(md("gpt2", "qwen2"))), Err(optima::OptimaError::Format { .. })));
     let mut short = md("gpt2", "smollm");
     short[4].1 = GgufValue::Array(GgufValueType::I32, vec![GgufValue::I32(1)]);
-    assert!(Tokenizer::from_gguf(&file(short)).is_err());
+    assert!(matches!(Tokenizer::from_gguf(&file(short)), Err(optima::OptimaError::Format { .. })));
     let mut missing = md("gpt2", "smollm");
     missing.remove(3);
-    assert!(Tokenizer::from_gguf(&file(missing)).is_err());
+    assert!(matches!(Tokenizer::from_gguf(&file(missing)), Err(optima::OptimaError::Format { .. })));
 }
 
 // ---- the real SmolLM2 tokenizer --------------------------------------------------------------

@@ -110,8 +110,14 @@ fn dual_pcg_starts_from_the_multipliers_of_a_warm_start_and_stops_at_its_cap() {
         }
     }
     let wrong = ndarray::Array2::<f64>::zeros((3, 3));
-    assert!(dual_pcg(1e-9, 100, Precision::Mixed).solve(&problem, Some(wrong.view())).is_err());
-    assert!(dual_pcg(1e-9, 0, Precision::Mixed).solve(&problem, None).is_err());
+    assert!(matches!(
+        dual_pcg(1e-9, 100, Precision::Mixed).solve(&problem, Some(wrong.view())),
+        Err(optima::OptimaError::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        dual_pcg(1e-9, 0, Precision::Mixed).solve(&problem, None),
+        Err(optima::OptimaError::InvalidSetting(_))
+    ));
 }
 
 #[test]
@@ -145,8 +151,14 @@ fn pcg_uses_a_warm_start_and_rejects_a_bad_one() {
     let warm = pcg(1e-9, 100, Preconditioner::Jacobi).solve(&problem, Some(exact.weight.view())).unwrap();
     assert!(warm.report.rows.iter().all(|r| r.iterations == 0 && r.status == RowStatus::ReachedTolerance));
     let wrong = ndarray::Array2::<f64>::zeros((3, 3));
-    assert!(pcg(1e-9, 100, Preconditioner::Jacobi).solve(&problem, Some(wrong.view())).is_err());
-    assert!(pcg(0.0, 100, Preconditioner::Jacobi).solve(&problem, None).is_err());
+    assert!(matches!(
+        pcg(1e-9, 100, Preconditioner::Jacobi).solve(&problem, Some(wrong.view())),
+        Err(optima::OptimaError::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        pcg(0.0, 100, Preconditioner::Jacobi).solve(&problem, None),
+        Err(optima::OptimaError::InvalidSetting(_))
+    ));
 }
 
 #[test]

@@ -140,5 +140,5 @@ fn dense_round_trip_and_counts() {
     assert_eq!(mask.total_pruned(), (0..3).map(|i| mask.pruned_in_row(i)).sum::<usize>());
     assert_eq!(mask.pruned_indices(1).len() + mask.kept_indices(1).len(), 70);
     let bad = Array2::from_elem((1, 2), 2u8);
-    assert!(Mask::from_dense(bad.view()).is_err());
+    assert!(matches!(Mask::from_dense(bad.view()), Err(optima::OptimaError::MaskViolation { .. })));
 }

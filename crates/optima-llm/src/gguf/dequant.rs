@@ -139,22 +139,59 @@ impl fmt::Display for GgmlType {
     }
 }
 
+/// Why tensor data could not be converted to `f32`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DequantizeError {
+    /// The element count does not fill whole blocks.
+    #[error("{elements} elements is not a whole number of {ty} blocks of {block}")]
+    PartialBlock {
+        /// The tensor type.
+        ty: GgmlType,
+        /// Elements asked for.
+        elements: usize,
+        /// Elements per block of `ty`.
+        block: usize,
+    },
+    /// The data's size does not fit in memory arithmetic.
+    #[error("{elements} {ty} elements: data size overflows")]
+    Overflow {
+        /// The tensor type.
+        ty: GgmlType,
+        /// Elements asked for.
+        elements: usize,
+    },
+    /// The data holds more or fewer bytes than the elements need.
+    #[error("{elements} {ty} elements need {needed} bytes, found {found}")]
+    WrongLength {
+        /// The tensor type.
+        ty: GgmlType,
+        /// Elements asked for.
+        elements: usize,
+        /// Bytes they need.
+        needed: usize,
+        /// Bytes given.
+        found: usize,
+    },
+    /// A type this build cannot decode.
+    #[error("type {0} cannot be converted to f32 here (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1)")]
+    Unsupported(GgmlType),
+}
+
 /// Converts `n` elements of type `ty` stored in `bytes` to `f32`, following ggml's block layouts.
 /// `bytes` must hold exactly `n / block_size * type_size` bytes.
-pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> std::result::Result<Vec<f32>, String> {
+pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> std::result::Result<Vec<f32>, DequantizeError> {
     let block = ty.block_size();
     let size = ty.type_size();
     if n % block != 0 {
-        return Err(format!("{n} elements is not a whole number of {ty} blocks of {block}"));
+        return Err(DequantizeError::PartialBlock { ty, elements: n, block });
     }
-    let needed = (n / block).checked_mul(size).ok_or_else(|| "data size overflows".to_string())?;
+    let needed = (n / block).checked_mul(size).ok_or(DequantizeError::Overflow { ty, elements: n })?;
     if bytes.len() != needed {
-        return Err(format!("{n} {ty} elements need {needed} bytes, found {}", bytes.len()));
+        return Err(DequantizeError::WrongLength { ty, elements: n, needed, found: bytes.len() });
     }
     if !ty.can_dequantize() {
-        return Err(format!(
-            "type {ty} cannot be converted to f32 here (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1)"
-        ));
+        return Err(DequantizeError::Unsupported(ty));
     }
     let mut out = vec![0f32; n];
     // Work in chunks of whole blocks, in parallel.

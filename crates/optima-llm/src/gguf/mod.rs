@@ -28,7 +28,7 @@ mod read;
 mod value;
 mod write;
 
-pub use dequant::{GgmlType, dequantize};
+pub use dequant::{DequantizeError, GgmlType, dequantize};
 pub use read::{GgufFile, GgufTensorInfo};
 pub use value::{GgufValue, GgufValueType};
 pub use write::{GgufTensorData, GgufTensorSpec, gguf_bytes, write_gguf, write_gguf_streamed};
