@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use optima::{Parallelism, io::write_problem_file, problem::synthetic::LlmLikeLayer};
+use optima::{Parallelism, io::write_problem_file, synthetic::LlmLikeLayer};
 
 use crate::bench::parse_shape;
 

@@ -12,8 +12,9 @@ use optima::backend::cpu::cholesky_with_retry;
 use optima::backend::{Device, Parallelism};
 use optima::error::{OptimaError, Result};
 use optima::mask::{Masker, WandaMasker};
-use optima::problem::{Hessian, LayerProblem, SolveReport, SparsityPattern, synthetic::LlmLikeLayer};
+use optima::problem::{Hessian, LayerProblem, SolveReport, SparsityPattern};
 use optima::solve::{Preconditioner, SolverSpec, direct_flops};
+use optima::synthetic::LlmLikeLayer;
 
 /// One generated layer to measure.
 #[derive(Clone, Debug)]

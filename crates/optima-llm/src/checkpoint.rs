@@ -1,4 +1,4 @@
-//! Resumable pruning: after each finished block, [`prune_model`](super::prune::prune_model) can
+//! Resumable pruning: after each finished block, `prune_model_resumable` can
 //! save the block's pruned weights, the next block's calibration inputs and the report so far to
 //! a folder; a later run with the same model, calibration and settings picks up from there and
 //! produces the same bits as an uninterrupted run.

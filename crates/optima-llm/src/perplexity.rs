@@ -1,4 +1,4 @@
-//! Perplexity over consecutive non-overlapping windows (the protocol of DESIGN.md §6).
+//! Perplexity over consecutive non-overlapping windows (the protocol of docs/results.md).
 
 use crate::llama::LlamaModel;
 use crate::progress::PerplexityProgress;

@@ -1,4 +1,4 @@
-//! Block-sequential pruning of a Llama model (DESIGN.md §6): each block sees calibration inputs
+//! Block-sequential pruning of a Llama model (docs/architecture.md): each block sees calibration inputs
 //! that come from the already-pruned blocks before it; one Hessian per distinct linear input
 //! (q/k/v share one, gate/up share one, o and down have their own); every linear layer is masked
 //! and reconstructed; then the block's outputs are recomputed with the pruned weights.
@@ -16,9 +16,9 @@ use super::llama::{LinearInput, LinearKind, LlamaConfig, LlamaModel};
 use super::progress::PruneEvent;
 pub use super::report::{LayerRecord, PruneReport};
 pub use super::settings::{MaskerChoice, PruneSettings};
-use optima::backend::Parallelism;
+use optima::backend::{Device, Parallelism};
 use optima::error::{OptimaError, Result};
-use optima::hessian::{CpuHessianAccumulator, HessianAccumulator};
+use optima::hessian::{DeviceHessianAccumulator, HessianAccumulator};
 use optima::mask::{MagnitudeMasker, Masker, SparseGptMasker, WandaMasker};
 use optima::memory::{Bytes, MemoryEstimate};
 use optima::problem::{Hessian, LayerProblem, Mask};
@@ -130,9 +130,11 @@ pub fn prune_model_resumable(
     let par = settings.parallelism;
     let mut report = PruneReport { calibration_tokens: calibration.iter().map(Vec::len).sum(), ..Default::default() };
     let blocks = settings.max_blocks.map_or(model.blocks.len(), |b| b.min(model.blocks.len()));
-    // The solver (and, on a GPU, its device context) is made once, before any work.
+    // The device (one context for the Hessians and the solver) and the solver are made once,
+    // before any work.
+    let device = Compute::open(settings.device)?;
     let solver: Option<Arc<dyn QpSolver + Send + Sync>> =
-        settings.update.as_ref().map(|spec| spec.build(settings.device)).transpose()?.map(Arc::from);
+        settings.update.as_ref().map(|spec| device.solver(spec)).transpose()?.map(Arc::from);
     let seq_len = calibration.iter().map(Vec::len).max().unwrap_or(0);
     let (plan, memory, activations_memory) = plan_with_needs(&model.config, calibration.len(), seq_len, settings)?;
     let spill = |b: usize| {
@@ -169,10 +171,10 @@ pub fn prune_model_resumable(
         progress(PruneEvent::BlockStarted { block: b, blocks });
         // One Hessian per distinct linear input, from the inputs the pruned prefix produces.
         let config = model.config;
-        let mut accumulators: BTreeMap<LinearInput, CpuHessianAccumulator> = LinearInput::ALL
+        let mut accumulators: BTreeMap<LinearInput, DeviceHessianAccumulator> = LinearInput::ALL
             .iter()
-            .map(|&input| (input, CpuHessianAccumulator::new(input.dim(&config), par)))
-            .collect();
+            .map(|&input| Ok((input, device.accumulator(input.dim(&config), par)?)))
+            .collect::<Result<_>>()?;
         let mut failure: Option<OptimaError> = None;
         let (mut forward, mut hessian) = (0.0, 0.0);
         for seq in 0..xs.len() {
@@ -239,6 +241,41 @@ pub fn prune_model_resumable(
     report.mean_error_after = report.layers.iter().map(|l| l.error_after).sum::<f64>() / count;
     report.total_seconds = start.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Where a run computes: the CPU, or one opened CUDA device that its Hessians and its solver share.
+enum Compute {
+    Cpu,
+    #[cfg(feature = "cuda")]
+    Cuda(Arc<optima::backend::cuda::CudaBackend>),
+}
+
+impl Compute {
+    fn open(device: Device) -> Result<Self> {
+        match device {
+            Device::Cpu => Ok(Self::Cpu),
+            #[cfg(feature = "cuda")]
+            Device::Cuda { ordinal } => Ok(Self::Cuda(optima::backend::cuda::CudaBackend::new(ordinal)?)),
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda { .. } => Err(optima::backend::cuda_not_compiled()),
+        }
+    }
+
+    fn solver(&self, spec: &SolverSpec) -> Result<Box<dyn QpSolver + Send + Sync>> {
+        match self {
+            Self::Cpu => spec.build(Device::Cpu),
+            #[cfg(feature = "cuda")]
+            Self::Cuda(backend) => spec.build_on(backend.clone()),
+        }
+    }
+
+    fn accumulator(&self, n: usize, par: Parallelism) -> Result<DeviceHessianAccumulator> {
+        match self {
+            Self::Cpu => Ok(DeviceHessianAccumulator::cpu(n, par)),
+            #[cfg(feature = "cuda")]
+            Self::Cuda(backend) => DeviceHessianAccumulator::cuda(backend.clone(), n),
+        }
+    }
 }
 
 fn located(e: OptimaError, block: usize, what: &str) -> OptimaError {

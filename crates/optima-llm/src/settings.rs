@@ -38,7 +38,7 @@ impl FromStr for MaskerChoice {
     }
 }
 
-/// Settings of [`prune_model`](crate::prune::prune_model).
+/// Settings of a pruning run (`prune_model`).
 #[derive(Clone, Debug, Serialize)]
 pub struct PruneSettings {
     /// Sparsity pattern of every linear layer.

@@ -25,55 +25,136 @@ pub trait HessianAccumulator {
     fn finish(self, percdamp: f64) -> Result<Hessian>;
 }
 
+/// What every accumulator checks and counts, whatever computes its sums: the batch's width and
+/// values, the tokens so far, and the weights of the running mean `H ← β H + α XᵀX` with
+/// `β = N / (N + B)`, `α = 1 / (N + B)` (so any batch sizes give the same `H` to rounding).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RunningMean {
+    n: usize,
+    tokens: usize,
+}
+
+impl RunningMean {
+    pub(crate) fn new(n: usize) -> Self {
+        Self { n, tokens: 0 }
+    }
+
+    /// Checks a `tokens × n` batch: `Ok(None)` for an empty one, else the `(β, α)` to add it with.
+    /// Call [`RunningMean::added`] once the sum holds it.
+    pub(crate) fn weights_for(&self, x: ArrayView2<'_, f32>) -> Result<Option<(f64, f64)>> {
+        let (batch, n) = x.dim();
+        if n != self.n {
+            return Err(OptimaError::shape("activation batch", format!("tokens × {}", self.n), format!("{batch}×{n}")));
+        }
+        if batch == 0 {
+            return Ok(None);
+        }
+        if let Some(((row, col), &v)) = x.indexed_iter().find(|(_, v)| !v.is_finite()) {
+            return Err(OptimaError::NonFinite { what: "activations".into(), row, col, value: f64::from(v) });
+        }
+        let total = (self.tokens + batch) as f64;
+        Ok(Some((self.tokens as f64 / total, 1.0 / total)))
+    }
+
+    /// Counts a batch of `batch` tokens the sum now holds.
+    pub(crate) fn added(&mut self, batch: usize) {
+        self.tokens += batch;
+    }
+
+    pub(crate) fn tokens(&self) -> usize {
+        self.tokens
+    }
+
+    /// The mean as a damped [`Hessian`], once at least one token was added.
+    pub(crate) fn finish(&self, mean: impl FnOnce() -> Result<ndarray::Array2<f64>>, percdamp: f64) -> Result<Hessian> {
+        if self.tokens == 0 {
+            return Err(OptimaError::Empty("no calibration tokens were added to the Hessian".into()));
+        }
+        Hessian::new(mean()?, percdamp)
+    }
+}
+
 /// CPU accumulator: a running mean in f64, so any batch sizes give the same `H` to rounding.
 #[derive(Clone, Debug)]
 pub struct CpuHessianAccumulator {
     sum: Mat<f64>,
-    tokens: usize,
+    mean: RunningMean,
     parallelism: Parallelism,
 }
 
 impl CpuHessianAccumulator {
     /// An empty accumulator for `n` inputs.
     pub fn new(n: usize, parallelism: Parallelism) -> Self {
-        Self { sum: Mat::zeros(n, n), tokens: 0, parallelism }
+        Self { sum: Mat::zeros(n, n), mean: RunningMean::new(n), parallelism }
     }
 }
 
 impl HessianAccumulator for CpuHessianAccumulator {
-    #[allow(clippy::indexing_slicing)] // x is batch × n, checked against the accumulator width above.
+    #[allow(clippy::indexing_slicing)] // x is batch × n, checked against the accumulator width.
     fn add_batch(&mut self, x: ArrayView2<'_, f32>) -> Result<()> {
+        let Some((beta, alpha)) = self.mean.weights_for(x)? else { return Ok(()) };
         let (batch, n) = x.dim();
-        if n != self.sum.nrows() {
-            return Err(OptimaError::shape(
-                "activation batch",
-                format!("tokens × {}", self.sum.nrows()),
-                format!("{batch}×{n}"),
-            ));
-        }
-        if batch == 0 {
-            return Ok(());
-        }
-        if let Some(((row, col), &v)) = x.indexed_iter().find(|(_, v)| !v.is_finite()) {
-            return Err(OptimaError::NonFinite { what: "activations".into(), row, col, value: f64::from(v) });
-        }
         let x64 = Mat::<f64>::from_fn(batch, n, |t, j| f64::from(x[[t, j]]));
-        let total = self.tokens + batch;
-        let beta = self.tokens as f64 / total as f64;
-        add_gram(self.sum.as_mut(), beta, x64.as_ref(), 1.0 / total as f64, self.parallelism);
-        self.tokens = total;
+        add_gram(self.sum.as_mut(), beta, x64.as_ref(), alpha, self.parallelism);
+        self.mean.added(batch);
         Ok(())
     }
 
     fn tokens(&self) -> usize {
-        self.tokens
+        self.mean.tokens()
     }
 
     fn finish(self, percdamp: f64) -> Result<Hessian> {
-        if self.tokens == 0 {
-            return Err(OptimaError::Empty("no calibration tokens were added to the Hessian".into()));
+        self.mean.finish(|| Ok(self.sum.as_ref().into_ndarray().to_owned()), percdamp)
+    }
+}
+
+/// The accumulator of a device: the CPU's, or (feature `cuda`) a CUDA device's in f64, which
+/// agrees with the CPU's to rounding. What a pipeline holds when its device is a run-time choice.
+#[non_exhaustive]
+pub enum DeviceHessianAccumulator {
+    /// On the CPU.
+    Cpu(CpuHessianAccumulator),
+    /// On a CUDA device.
+    #[cfg(feature = "cuda")]
+    Cuda(CudaHessianAccumulator),
+}
+
+impl DeviceHessianAccumulator {
+    /// An empty accumulator for `n` inputs on the CPU.
+    pub fn cpu(n: usize, parallelism: Parallelism) -> Self {
+        Self::Cpu(CpuHessianAccumulator::new(n, parallelism))
+    }
+
+    /// An empty accumulator for `n` inputs on an opened CUDA device (f64 sums).
+    #[cfg(feature = "cuda")]
+    pub fn cuda(backend: std::sync::Arc<crate::backend::cuda::CudaBackend>, n: usize) -> Result<Self> {
+        Ok(Self::Cuda(CudaHessianAccumulator::new(backend, n, HessianPrecision::F64)?))
+    }
+}
+
+impl HessianAccumulator for DeviceHessianAccumulator {
+    fn add_batch(&mut self, x: ArrayView2<'_, f32>) -> Result<()> {
+        match self {
+            Self::Cpu(a) => a.add_batch(x),
+            #[cfg(feature = "cuda")]
+            Self::Cuda(a) => a.add_batch(x),
         }
-        let mean = self.sum.as_ref().into_ndarray().to_owned();
-        Hessian::new(mean, percdamp)
+    }
+
+    fn tokens(&self) -> usize {
+        match self {
+            Self::Cpu(a) => a.tokens(),
+            #[cfg(feature = "cuda")]
+            Self::Cuda(a) => a.tokens(),
+        }
+    }
+
+    fn finish(self, percdamp: f64) -> Result<Hessian> {
+        match self {
+            Self::Cpu(a) => a.finish(percdamp),
+            #[cfg(feature = "cuda")]
+            Self::Cuda(a) => a.finish(percdamp),
+        }
     }
 }

@@ -44,6 +44,7 @@ pub mod mask;
 pub mod memory;
 pub mod problem;
 pub mod solve;
+pub mod synthetic;
 
 pub use backend::Device;
 pub use backend::Parallelism;

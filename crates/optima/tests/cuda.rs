@@ -62,11 +62,11 @@ mod gpu {
     use optima::backend::cuda::CudaBackend;
     use optima::hessian::{CudaHessianAccumulator, HessianPrecision};
     use optima::mask::{Masker, WandaMasker};
-    use optima::problem::synthetic::LlmLikeLayer;
     use optima::solve::cuda::{CudaAutoSolver, CudaDirectSolver, CudaPcgSettings, CudaPcgSolver};
     use optima::solve::{
         AutoPlan, AutoSettings, IterativeSettings, PcgSettings, Precision, Preconditioner, SolverSpec,
     };
+    use optima::synthetic::LlmLikeLayer;
     use optima::{
         CpuHessianAccumulator, DirectSettings, DirectSolver, Hessian, HessianAccumulator, LayerProblem, Mask,
         OptimaError, Parallelism, QpSolver, RowStatus, Solution, SparsityPattern,

@@ -10,8 +10,9 @@ use super::model_flops;
 use optima::backend::{Device, Parallelism};
 use optima::error::Result;
 use optima::mask::{Masker, WandaMasker};
-use optima::problem::{DEFAULT_PERCDAMP, Hessian, LayerProblem, Mask, SparsityPattern, synthetic::LlmLikeLayer};
+use optima::problem::{DEFAULT_PERCDAMP, Hessian, LayerProblem, Mask, SparsityPattern};
 use optima::solve::{QpSolver, SolverSpec};
+use optima::synthetic::LlmLikeLayer;
 
 /// Llama-3-8B's linear layers per block: name, outputs m, inputs n.
 pub const LLAMA3_8B_LAYERS: [(&str, usize, usize); 7] = [

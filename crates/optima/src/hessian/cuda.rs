@@ -6,7 +6,7 @@ use std::sync::Arc;
 use cudarc::driver::CudaSlice;
 use ndarray::{Array2, ArrayView2};
 
-use super::HessianAccumulator;
+use super::{HessianAccumulator, RunningMean};
 use crate::backend::cuda::CudaBackend;
 use crate::error::{OptimaError, Result};
 use crate::problem::Hessian;
@@ -31,7 +31,7 @@ enum Sum {
 pub struct CudaHessianAccumulator {
     backend: Arc<CudaBackend>,
     n: usize,
-    tokens: usize,
+    mean: RunningMean,
     sum: Sum,
 }
 
@@ -48,25 +48,14 @@ impl CudaHessianAccumulator {
                 HessianPrecision::F64 => Sum::F64(backend.zeros(n * n)?),
             }
         };
-        Ok(Self { backend, n, tokens: 0, sum })
+        Ok(Self { backend, n, mean: RunningMean::new(n), sum })
     }
 }
 
 impl HessianAccumulator for CudaHessianAccumulator {
     fn add_batch(&mut self, x: ArrayView2<'_, f32>) -> Result<()> {
+        let Some((beta, alpha)) = self.mean.weights_for(x)? else { return Ok(()) };
         let (batch, n) = x.dim();
-        if n != self.n {
-            return Err(OptimaError::shape("activation batch", format!("tokens × {}", self.n), format!("{batch}×{n}")));
-        }
-        if batch == 0 {
-            return Ok(());
-        }
-        if let Some(((row, col), &v)) = x.indexed_iter().find(|(_, v)| !v.is_finite()) {
-            return Err(OptimaError::NonFinite { what: "activations".into(), row, col, value: f64::from(v) });
-        }
-        let total = self.tokens + batch;
-        let beta = self.tokens as f64 / total as f64;
-        let alpha = 1.0 / total as f64;
         let _session = self.backend.session()?;
         // Row-major tokens × n is the column-major n × tokens matrix Xᵀ: SYRK of it gives XᵀX.
         match &mut self.sum {
@@ -83,32 +72,31 @@ impl HessianAccumulator for CudaHessianAccumulator {
         }
         self.backend.note_memory();
         self.backend.synchronize()?;
-        self.tokens = total;
+        self.mean.added(batch);
         Ok(())
     }
 
     fn tokens(&self) -> usize {
-        self.tokens
+        self.mean.tokens()
     }
 
     #[allow(clippy::indexing_slicing)] // the downloaded sum is the n × n device buffer, so r + c·n < n².
     fn finish(self, percdamp: f64) -> Result<Hessian> {
-        if self.tokens == 0 {
-            return Err(OptimaError::Empty("no calibration tokens were added to the Hessian".into()));
-        }
         let n = self.n;
-        let values: Vec<f64> = {
-            let _session = self.backend.session()?;
-            match &self.sum {
-                Sum::F32(sum) => self.backend.download(sum)?.into_iter().map(f64::from).collect(),
-                Sum::F64(sum) => self.backend.download(sum)?,
-            }
+        let download = || -> Result<Array2<f64>> {
+            let values: Vec<f64> = {
+                let _session = self.backend.session()?;
+                match &self.sum {
+                    Sum::F32(sum) => self.backend.download(sum)?.into_iter().map(f64::from).collect(),
+                    Sum::F64(sum) => self.backend.download(sum)?,
+                }
+            };
+            // The lower triangle of the column-major sum: element (i, j), i ≥ j, at i + j·n.
+            Ok(Array2::from_shape_fn((n, n), |(i, j)| {
+                let (r, c) = if i >= j { (i, j) } else { (j, i) };
+                values[r + c * n]
+            }))
         };
-        // The lower triangle of the column-major sum: element (i, j), i ≥ j, at i + j·n.
-        let mean = Array2::from_shape_fn((n, n), |(i, j)| {
-            let (r, c) = if i >= j { (i, j) } else { (j, i) };
-            values[r + c * n]
-        });
-        Hessian::new(mean, percdamp)
+        self.mean.finish(download, percdamp)
     }
 }

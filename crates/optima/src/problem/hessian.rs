@@ -1,4 +1,4 @@
-//! The layer Hessian `H = XᵀX / N` with the damping and dead-input conventions of DESIGN.md §2.
+//! The layer Hessian `H = XᵀX / N` with the damping and dead-input conventions of docs/math.md ("Conventions").
 
 #![allow(clippy::indexing_slicing)] // Indices run over 0..n of a matrix checked square (n × n) before any is used.
 

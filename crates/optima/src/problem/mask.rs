@@ -91,8 +91,25 @@ impl Mask {
     }
 
     /// The bit words of row `i` (for grouping rows with identical masks; empty outside the mask).
-    pub fn row_words(&self, i: usize) -> &[u64] {
+    fn row_words(&self, i: usize) -> &[u64] {
         self.bits.get(i * self.words..(i + 1) * self.words).unwrap_or_default()
+    }
+
+    /// The rows grouped by identical masks, each group in row order, the groups in order of their
+    /// first row: rows of one group share one factorization in the exact solvers.
+    pub fn row_groups(&self) -> Vec<Vec<usize>> {
+        let mut index: std::collections::HashMap<&[u64], usize> = std::collections::HashMap::new();
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for i in 0..self.rows {
+            match index.get(self.row_words(i)).and_then(|&g| groups.get_mut(g)) {
+                Some(group) => group.push(i),
+                None => {
+                    index.insert(self.row_words(i), groups.len());
+                    groups.push(vec![i]);
+                }
+            }
+        }
+        groups
     }
 
     /// Whether each entry of row `i` is pruned, in column order (nothing outside the mask).
@@ -183,6 +200,33 @@ pub fn pruned_count(ratio: f64, total: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::Mask;
+
+    #[test]
+    fn row_groups_gather_identical_rows_in_order_of_first_appearance() {
+        // 130 columns: three bit words per row, rows differing only in the last word.
+        let pattern = |i: usize| {
+            move |j: usize| match i % 3 {
+                0 => j % 2 == 0,
+                1 => j == 129,
+                _ => false,
+            }
+        };
+        let mask = Mask::from_fn(7, 130, |i, j| pattern(i)(j));
+        assert_eq!(mask.row_groups(), vec![vec![0, 3, 6], vec![1, 4], vec![2, 5]]);
+        let brute: Vec<Vec<usize>> = {
+            let mut groups: Vec<Vec<usize>> = Vec::new();
+            for i in 0..7 {
+                let same = |g: &&mut Vec<usize>| (0..130).all(|j| mask.is_pruned(g[0], j) == mask.is_pruned(i, j));
+                match groups.iter_mut().find(|g| same(g)) {
+                    Some(g) => g.push(i),
+                    None => groups.push(vec![i]),
+                }
+            }
+            groups
+        };
+        assert_eq!(mask.row_groups(), brute);
+        assert!(Mask::empty(0, 4).row_groups().is_empty());
+    }
 
     #[test]
     fn row_pruned_reads_each_row_across_word_boundaries() {

@@ -5,7 +5,6 @@ mod layer;
 mod mask;
 mod pattern;
 mod solution;
-pub mod synthetic;
 
 pub use hessian::{DEFAULT_PERCDAMP, Hessian};
 pub use layer::LayerProblem;

@@ -61,7 +61,68 @@ impl Default for AutoSettings {
     }
 }
 
+/// What a backend's cost model weighs for `auto`, in any one unit (flops on the CPU, seconds on a
+/// device): the whole layer by `direct`, the iterative solver's setup and one iteration over all
+/// rows, and the iterations the tolerance is predicted to need.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct PlanCosts {
+    pub direct: f64,
+    pub setup: f64,
+    pub per_iteration: f64,
+    pub predicted_iterations: f64,
+}
+
+impl PlanCosts {
+    /// `Direct` when even the predicted iteration count would not pay for the iterative solver;
+    /// otherwise the iterative solver, capped where it stops paying (never below the prediction).
+    pub(crate) fn plan(self) -> AutoPlan {
+        let Self { direct, setup, per_iteration, predicted_iterations } = self;
+        if setup + predicted_iterations * per_iteration >= direct {
+            return AutoPlan::Direct;
+        }
+        let break_even = ((direct - setup) / per_iteration).floor().max(predicted_iterations);
+        AutoPlan::Pcg { max_iterations: break_even as usize }
+    }
+}
+
+/// Decades of tolerance below 1 (`1e-6` → 6), what iteration counts are predicted from.
+pub(crate) fn decades(tolerance: f64) -> f64 {
+    (1.0 / tolerance).log10().max(0.0)
+}
+
+/// Solves `rows` of `problem` exactly with `solve_rows` (the CPU's or a device's `direct`) and
+/// writes them into `outcome`, one more iteration each: `auto`'s fallback for the rows its
+/// iterative solver left, on every backend.
+#[allow(clippy::indexing_slicing)] // rows index the problem's rows; the sub-problem has one row per entry.
+pub(crate) fn solve_exactly(
+    problem: &LayerProblem,
+    rows: &[usize],
+    outcome: &mut Outcome,
+    solve_rows: impl FnOnce(&LayerProblem) -> Result<(Array2<f64>, Vec<RowStatus>)>,
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let (w, h, mask) = (problem.weight().select(Axis(0), rows), problem.hessian().clone(), problem.mask());
+    let sub_mask = Mask::from_fn(rows.len(), problem.cols(), |r, j| mask.is_pruned(rows[r], j));
+    let (weight, status) = solve_rows(&LayerProblem::new(w, h, sub_mask)?)?;
+    for (r, &i) in rows.iter().enumerate() {
+        outcome.finish(i, weight.row(r), outcome.iterations[i] + 1, status[r]);
+    }
+    Ok(())
+}
+
+/// The rows of `outcome` that did not reach the tolerance.
+pub(crate) fn rows_left(outcome: &Outcome, rows: impl IntoIterator<Item = usize>) -> Vec<usize> {
+    rows.into_iter().filter(|&i| outcome.status.get(i).is_some_and(|s| *s != RowStatus::ReachedTolerance)).collect()
+}
+
 impl AutoSettings {
+    /// The override when one is set, else the cost model's plan.
+    pub(crate) fn plan_or(&self, model: impl FnOnce() -> PlanCosts) -> AutoPlan {
+        self.plan_override.unwrap_or_else(|| model().plan())
+    }
+
     pub(crate) fn check(&self) -> Result<()> {
         if !(self.tolerance.is_finite() && self.tolerance > 0.0) {
             return Err(OptimaError::InvalidSetting(format!("tolerance must be > 0, got {}", self.tolerance)));
@@ -134,19 +195,15 @@ impl AutoSolver {
     /// What `auto` will do for a layer with this mask at its tolerance, before measuring:
     /// `Direct` when even the optimistic iteration count would not pay for `dual-pcg`.
     pub fn plan(&self, mask: &Mask) -> AutoPlan {
-        if let Some(plan) = self.settings.plan_override {
-            return plan;
-        }
-        let (m, n) = (mask.rows() as f64, mask.cols());
-        let direct: f64 = (0..mask.rows()).map(|i| direct_row_cost(mask, i)).sum();
-        let setup = (n as f64).powi(3) + m * row_overhead(n);
-        let per_iteration = m * iteration_cost(n);
-        let predicted = DUAL_ITERATIONS_PER_DECADE * (1.0 / self.settings.tolerance).log10().max(0.0);
-        if setup + predicted * per_iteration >= direct {
-            return AutoPlan::Direct;
-        }
-        let break_even = ((direct - setup) / per_iteration).floor().max(predicted);
-        AutoPlan::Pcg { max_iterations: break_even as usize }
+        self.settings.plan_or(|| {
+            let (m, n) = (mask.rows() as f64, mask.cols());
+            PlanCosts {
+                direct: (0..mask.rows()).map(|i| direct_row_cost(mask, i)).sum(),
+                setup: (n as f64).powi(3) + m * row_overhead(n),
+                per_iteration: m * iteration_cost(n),
+                predicted_iterations: DUAL_ITERATIONS_PER_DECADE * decades(self.settings.tolerance),
+            }
+        })
     }
 }
 
@@ -182,7 +239,7 @@ impl QpSolver for AutoSolver {
             Err(OptimaError::Numerical(_)) => {
                 let mut outcome = Outcome::new(problem);
                 let all: Vec<usize> = (0..problem.rows()).collect();
-                par.install(|| solve_exactly(problem, &all, &direct, &mut outcome))??;
+                par.install(|| solve_exactly(problem, &all, &mut outcome, |p| direct.solve_rows(p)))??;
                 outcome
             }
             Err(e) => return Err(e),
@@ -226,8 +283,7 @@ impl AutoSolver {
             (probe, rest)
         };
         par.install(|| pcg.run(&probe, start, &capped(max_iterations), &mut outcome))??;
-        let mut exact: Vec<usize> =
-            probe.iter().copied().filter(|&i| outcome.status[i] != RowStatus::ReachedTolerance).collect();
+        let mut exact = rows_left(&outcome, probe.iter().copied());
         if !rest.is_empty() {
             let (mean, most) = iteration_stats(&outcome, &probe);
             let mask = problem.mask();
@@ -237,14 +293,14 @@ impl AutoSolver {
             if pcg_rest < direct_rest {
                 let cap = max_iterations.max((1.25 * most as f64).ceil() as usize);
                 par.install(|| pcg.run(&rest, start, &capped(cap), &mut outcome))??;
-                exact.extend(rest.iter().copied().filter(|&i| outcome.status[i] != RowStatus::ReachedTolerance));
+                exact.extend(rows_left(&outcome, rest.iter().copied()));
             } else {
                 exact.extend(rest);
             }
         }
         exact.sort_unstable();
         if !exact.is_empty() {
-            par.install(|| solve_exactly(problem, &exact, direct, &mut outcome))??;
+            par.install(|| solve_exactly(problem, &exact, &mut outcome, |p| direct.solve_rows(p)))??;
         }
         Ok(outcome)
     }
@@ -261,16 +317,4 @@ fn iteration_stats(outcome: &Outcome, rows: &[usize]) -> (f64, usize) {
     let total: usize = rows.iter().map(|&i| cost(i)).sum();
     let most = rows.iter().map(|&i| outcome.iterations[i]).max().unwrap_or(0);
     (total as f64 / rows.len().max(1) as f64, most)
-}
-
-/// Solves `rows` with `direct` and records them in `outcome` (one more iteration each).
-#[allow(clippy::indexing_slicing)] // row indices come from 0..m and from the sub-problem built over them.
-fn solve_exactly(problem: &LayerProblem, rows: &[usize], direct: &DirectSolver, outcome: &mut Outcome) -> Result<()> {
-    let (w, h, mask) = (problem.weight().select(Axis(0), rows), problem.hessian().clone(), problem.mask());
-    let sub_mask = Mask::from_fn(rows.len(), problem.cols(), |r, j| mask.is_pruned(rows[r], j));
-    let (weight, status) = direct.solve_rows(&LayerProblem::new(w, h, sub_mask)?)?;
-    for (r, &i) in rows.iter().enumerate() {
-        outcome.finish(i, weight.row(r), outcome.iterations[i] + 1, status[r]);
-    }
-    Ok(())
 }

@@ -4,7 +4,6 @@
 #![allow(clippy::indexing_slicing)] // Dense kernels: every index runs over the dimensions LayerProblem::new validated (m rows, n
 // inputs) or over index sets built from the mask.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use faer::{Accum, Mat, Par};
@@ -72,7 +71,7 @@ impl DirectSettings {
     }
 }
 
-/// The exact per-row solver (DESIGN.md §1, cost `m · min(k, p)³ / 3`).
+/// The exact per-row solver (docs/math.md, "Exact solution"; cost `m · min(k, p)³ / 3`).
 #[derive(Clone, Debug, Default)]
 pub struct DirectSolver {
     settings: DirectSettings,
@@ -239,25 +238,14 @@ impl DirectSolver {
     }
 }
 
-/// Rows grouped by identical masks, in order of first appearance.
+/// The mask's row groups with each group's kept and pruned columns.
+#[allow(clippy::indexing_slicing)] // every group holds at least one row.
 fn group_rows(mask: &Mask) -> Vec<Group> {
-    let mut index: HashMap<&[u64], usize> = HashMap::new();
-    let mut groups: Vec<Group> = Vec::new();
-    for i in 0..mask.rows() {
-        match index.get(mask.row_words(i)) {
-            Some(&g) => groups[g].rows.push(i),
-            None => {
-                index.insert(mask.row_words(i), groups.len());
-                groups.push(Group {
-                    rows: vec![i],
-                    kept: mask.kept_indices(i),
-                    pruned: mask.pruned_indices(i),
-                    dual: false,
-                });
-            }
-        }
-    }
+    let groups = mask.row_groups();
     groups
+        .into_iter()
+        .map(|rows| Group { kept: mask.kept_indices(rows[0]), pruned: mask.pruned_indices(rows[0]), rows, dual: false })
+        .collect()
 }
 
 fn status_of(f: Factorization) -> RowStatus {

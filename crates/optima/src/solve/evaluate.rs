@@ -1,5 +1,5 @@
 //! The certificate every solver's answer gets: per-row objective, mask-only objective, KKT
-//! residual and feasibility, computed from the returned weights alone (DESIGN.md §1).
+//! residual and feasibility, computed from the returned weights alone (docs/math.md, "The certificate").
 
 use std::time::Instant;
 

@@ -4,7 +4,7 @@
 
 use ndarray::{Array1, Array2, s};
 use ndarray_linalg::Solve;
-use optima::problem::synthetic::LlmLikeLayer;
+use optima::synthetic::LlmLikeLayer;
 use optima::{Mask, Parallelism};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::StandardNormal;

@@ -5,13 +5,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use ndarray::{ArrayView2, Axis};
+use ndarray::ArrayView2;
 
 use super::direct::CudaDirectSolver;
 use super::pcg::{CudaPcgSettings, run_device_pcg};
 use crate::backend::cuda::CudaBackend;
 use crate::error::Result;
-use crate::problem::{LayerProblem, Mask, RowStatus, Solution};
+use crate::problem::{LayerProblem, Mask, Solution};
+use crate::solve::auto::{PlanCosts, decades, rows_left, solve_exactly};
 use crate::solve::batched::{IterativeSettings, starting_point};
 use crate::solve::{
     AutoPlan, AutoSettings, DirectSettings, PcgSettings, Precision, Preconditioner, QpSolver, direct_flops, evaluate,
@@ -46,18 +47,18 @@ impl DeviceCostModel {
     /// seconds of PCG (setup `n³` in f64, `4mn²` per f32 iteration, a `2mn²` f64 certificate per
     /// refinement step), and PCG's break-even iteration cap.
     pub fn plan(&self, mask: &Mask, tol: f64) -> AutoPlan {
+        self.costs(mask, tol).plan()
+    }
+
+    fn costs(&self, mask: &Mask, tol: f64) -> PlanCosts {
         let (m, n) = (mask.rows() as f64, mask.cols() as f64);
-        let direct = direct_flops(mask) / self.cholesky_f64 + 2.0 * m * n * n / self.gemm_f64;
-        let decades = (1.0 / tol).log10().max(0.0);
-        let predicted = ITERATIONS_PER_DECADE * decades;
-        let refinements = (decades / 4.0).ceil() + 2.0;
-        let setup = n.powi(3) / self.gemm_f64 + refinements * 2.0 * m * n * n / self.gemm_f64;
-        let per_iteration = 4.0 * m * n * n / self.gemm_f32;
-        if setup + predicted * per_iteration >= direct {
-            return AutoPlan::Direct;
+        let refinements = (decades(tol) / 4.0).ceil() + 2.0;
+        PlanCosts {
+            direct: direct_flops(mask) / self.cholesky_f64 + 2.0 * m * n * n / self.gemm_f64,
+            setup: n.powi(3) / self.gemm_f64 + refinements * 2.0 * m * n * n / self.gemm_f64,
+            per_iteration: 4.0 * m * n * n / self.gemm_f32,
+            predicted_iterations: ITERATIONS_PER_DECADE * decades(tol),
         }
-        let break_even = ((direct - setup) / per_iteration).floor().max(predicted);
-        AutoPlan::Pcg { max_iterations: break_even as usize }
     }
 }
 
@@ -83,7 +84,7 @@ impl CudaAutoSolver {
 
     /// The plan for a layer with this mask.
     pub fn plan(&self, mask: &Mask) -> AutoPlan {
-        self.settings.plan_override.unwrap_or_else(|| self.model.plan(mask, self.settings.tolerance))
+        self.settings.plan_or(|| self.model.costs(mask, self.settings.tolerance))
     }
 }
 
@@ -92,7 +93,6 @@ impl QpSolver for CudaAutoSolver {
         "auto"
     }
 
-    #[allow(clippy::indexing_slicing)] // row indices come from 0..m and from the sub-problem built over them.
     fn solve(&self, problem: &LayerProblem, warm_start: Option<ArrayView2<'_, f64>>) -> Result<Solution> {
         let par = self.settings.parallelism;
         let direct = CudaDirectSolver::new(self.backend.clone(), DirectSettings::default().parallelism(par));
@@ -112,19 +112,8 @@ impl QpSolver for CudaAutoSolver {
         };
         let x0 = starting_point(problem, warm_start)?;
         let mut outcome = run_device_pcg(&self.backend, problem, x0, &settings)?;
-        let left: Vec<usize> =
-            (0..problem.rows()).filter(|&i| outcome.status[i] != RowStatus::ReachedTolerance).collect();
-        if !left.is_empty() {
-            let mask = problem.mask();
-            let sub_mask = Mask::from_fn(left.len(), problem.cols(), |r, j| mask.is_pruned(left[r], j));
-            let sub = LayerProblem::new(problem.weight().select(Axis(0), &left), problem.hessian().clone(), sub_mask)?;
-            let (weight, status) = direct.solve_rows(&sub)?;
-            for (r, &i) in left.iter().enumerate() {
-                outcome.weight.row_mut(i).assign(&weight.row(r));
-                outcome.status[i] = status[r];
-                outcome.iterations[i] += 1;
-            }
-        }
+        let left = rows_left(&outcome, 0..problem.rows());
+        solve_exactly(problem, &left, &mut outcome, |p| direct.solve_rows(p))?;
         let seconds = start.elapsed().as_secs_f64();
         let report = par.install(|| {
             evaluate(self.name(), problem, outcome.weight.view(), &outcome.iterations, &outcome.status, seconds, par)

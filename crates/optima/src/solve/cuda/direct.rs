@@ -8,7 +8,7 @@
 //! Only the primal form runs on the device: at 50% and at 2:4 (the shapes it is meant for) the
 //! two forms cost the same and the CPU takes the primal too.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -50,20 +50,14 @@ struct Group {
     pruned: usize,
 }
 
-#[allow(clippy::indexing_slicing)] // group, row and kept-column indices are built from the validated mask (m × n).
+/// The mask's row groups (shared with the CPU's `direct`) with each group's kept columns.
+#[allow(clippy::indexing_slicing)] // every group holds at least one row.
 fn group_rows(mask: &Mask) -> Vec<Group> {
-    let mut index: HashMap<&[u64], usize> = HashMap::new();
-    let mut groups: Vec<Group> = Vec::new();
-    for i in 0..mask.rows() {
-        match index.get(mask.row_words(i)) {
-            Some(&g) => groups[g].rows.push(i),
-            None => {
-                index.insert(mask.row_words(i), groups.len());
-                groups.push(Group { rows: vec![i], kept: mask.kept_indices(i), pruned: mask.pruned_in_row(i) });
-            }
-        }
-    }
+    let groups = mask.row_groups();
     groups
+        .into_iter()
+        .map(|rows| Group { kept: mask.kept_indices(rows[0]), pruned: mask.pruned_in_row(rows[0]), rows })
+        .collect()
 }
 
 impl QpSolver for CudaDirectSolver {
