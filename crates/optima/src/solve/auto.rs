@@ -20,7 +20,7 @@ use std::time::Instant;
 use ndarray::{Array2, ArrayView2, Axis};
 
 use super::batched::{IterativeSettings, Outcome};
-use super::dual_pcg::{DualOperators, HessianInverse, Start};
+use super::dual_pcg::{DualOperators, HessianInverse, RunEnd, Start};
 use super::{DirectSettings, DirectSolver, QpSolver, evaluate};
 use crate::backend::Parallelism;
 use crate::error::{OptimaError, Result};
@@ -232,17 +232,16 @@ impl QpSolver for AutoSolver {
             return Ok(solution);
         };
         let start = Instant::now();
-        let outcome = match self.solve_by_probe(problem, warm_start, max_iterations, &direct) {
-            Ok(outcome) => outcome,
-            // The f32 products overflowed or broke down (an H outside f32's range): exact in f64.
-            // An inverse that fails even with regularization lands here too.
-            Err(OptimaError::Numerical(_)) => {
+        let outcome = match self.solve_by_probe(problem, warm_start, max_iterations, &direct)? {
+            Probed::Solved(outcome) => outcome,
+            // The f32 products overflowed or broke down (an H outside f32's range), or H has no
+            // inverse even regularized: every row exactly, in f64, each with its own retries.
+            Probed::BrokeDown | Probed::NoInverse => {
                 let mut outcome = Outcome::new(problem);
                 let all: Vec<usize> = (0..problem.rows()).collect();
                 par.install(|| solve_exactly(problem, &all, &mut outcome, |p| direct.solve_rows(p)))??;
                 outcome
             }
-            Err(e) => return Err(e),
         };
         let seconds = start.elapsed().as_secs_f64();
         let weight: Array2<f64> = outcome.weight;
@@ -251,6 +250,16 @@ impl QpSolver for AutoSolver {
         })?;
         Ok(Solution { weight, report })
     }
+}
+
+/// How `auto`'s iterative part ended.
+enum Probed {
+    /// Every row solved (rows the iterations left were finished by `direct`).
+    Solved(Outcome),
+    /// The f32 iterations broke down.
+    BrokeDown,
+    /// H could not be inverted for the iterations.
+    NoInverse,
 }
 
 impl AutoSolver {
@@ -262,12 +271,14 @@ impl AutoSolver {
         warm_start: Option<ArrayView2<'_, f64>>,
         max_iterations: usize,
         direct: &DirectSolver,
-    ) -> Result<Outcome> {
+    ) -> Result<Probed> {
         let par = self.settings.parallelism;
         let m = problem.rows();
         let x0 = warm_start.map(|w| super::batched::starting_point(problem, Some(w))).transpose()?;
         let start = x0.as_ref().map_or(Start::Zero, Start::Warm);
-        let inverse = par.install(|| HessianInverse::new(problem, par))??;
+        let Some(inverse) = par.install(|| HessianInverse::try_new(problem, par))?? else {
+            return Ok(Probed::NoInverse);
+        };
         let pcg = DualOperators::<f32>::new(problem, &inverse);
         let capped = |cap: usize| IterativeSettings {
             tolerance: self.settings.tolerance,
@@ -282,7 +293,9 @@ impl AutoSolver {
             let rest = (0..m).filter(|i| !probe.contains(i)).collect();
             (probe, rest)
         };
-        par.install(|| pcg.run(&probe, start, &capped(max_iterations), &mut outcome))??;
+        if par.install(|| pcg.run(&probe, start, &capped(max_iterations), &mut outcome))?? != RunEnd::Finished {
+            return Ok(Probed::BrokeDown);
+        }
         let mut exact = rows_left(&outcome, probe.iter().copied());
         if !rest.is_empty() {
             let (mean, most) = iteration_stats(&outcome, &probe);
@@ -292,7 +305,9 @@ impl AutoSolver {
             let pcg_rest = rest.len() as f64 * (mean * iteration_cost(n) + row_overhead(n));
             if pcg_rest < direct_rest {
                 let cap = max_iterations.max((1.25 * most as f64).ceil() as usize);
-                par.install(|| pcg.run(&rest, start, &capped(cap), &mut outcome))??;
+                if par.install(|| pcg.run(&rest, start, &capped(cap), &mut outcome))?? != RunEnd::Finished {
+                    return Ok(Probed::BrokeDown);
+                }
                 exact.extend(rows_left(&outcome, rest.iter().copied()));
             } else {
                 exact.extend(rest);
@@ -302,7 +317,7 @@ impl AutoSolver {
         if !exact.is_empty() {
             par.install(|| solve_exactly(problem, &exact, &mut outcome, |p| direct.solve_rows(p)))??;
         }
-        Ok(outcome)
+        Ok(Probed::Solved(outcome))
     }
 }
 

@@ -95,7 +95,8 @@ impl QpSolver for DualPcgSolver {
             match self.settings.precision {
                 Precision::Double => DualOperators::<f64>::new(problem, &inverse).run(&rows, start, &s, &mut outcome),
                 Precision::Mixed => DualOperators::<f32>::new(problem, &inverse).run(&rows, start, &s, &mut outcome),
-            }?;
+            }?
+            .or_failure()?;
             Ok(outcome)
         })
     }
@@ -117,6 +118,44 @@ impl HessianInverse {
     /// Cholesky (with bounded regularization retries) and the inverse of the factor: `n³` flops.
     pub(crate) fn new(problem: &LayerProblem, par: Parallelism) -> Result<Self> {
         Ok(Self { g: inverse_f64(problem.hessian().matrix(), par.faer())? })
+    }
+
+    /// As [`HessianInverse::new`], with `None` when H cannot be factored even with the bounded
+    /// regularization (the per-row solvers may still manage: their blocks are smaller).
+    pub(crate) fn try_new(problem: &LayerProblem, par: Parallelism) -> Result<Option<Self>> {
+        match Self::new(problem, par) {
+            Ok(inverse) => Ok(Some(inverse)),
+            Err(OptimaError::Numerical(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// How a batched run on the multipliers ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub(crate) enum RunEnd {
+    /// Every row finished: at the tolerance, or at its cap (its status says which).
+    Finished,
+    /// A row's step became non-finite: the products overflowed their precision (an H beyond
+    /// f32's range) or the recurrence broke down. The rows are not all recorded.
+    BrokeDown {
+        /// The row (global index).
+        row: usize,
+        /// Its iteration.
+        iteration: usize,
+    },
+}
+
+impl RunEnd {
+    /// `BrokeDown` as the numerical failure it is for a caller with no fallback.
+    pub(crate) fn or_failure(self) -> Result<()> {
+        match self {
+            Self::Finished => Ok(()),
+            Self::BrokeDown { row, iteration } => Err(OptimaError::Numerical(format!(
+                "dual PCG step of row {row} became non-finite at iteration {iteration}"
+            ))),
+        }
     }
 }
 
@@ -214,14 +253,14 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
     }
 
     /// Runs PCG on the multipliers of `rows` (global indices) up to the cap of `s`, and records
-    /// those rows in `outcome`.
+    /// those rows in `outcome`; a breakdown is an outcome ([`RunEnd::BrokeDown`]), not an error.
     pub(crate) fn run(
         &self,
         rows: &[usize],
         start: Start<'_>,
         s: &IterativeSettings,
         outcome: &mut Outcome,
-    ) -> Result<()> {
+    ) -> Result<RunEnd> {
         let par = s.parallelism.faer();
         let n = self.problem.cols();
         let mut scratch = Scratch::default();
@@ -277,13 +316,10 @@ impl<'a, T: ProductScalar> DualOperators<'a, T> {
             }
             batch.iterate(self.g_low.view(), &self.precond, par);
             if let Some(state) = batch.states.iter().find(|state| state.broken) {
-                return Err(OptimaError::Numerical(format!(
-                    "dual PCG step of row {} became non-finite at iteration {}",
-                    state.global, state.iterations
-                )));
+                return Ok(RunEnd::BrokeDown { row: state.global, iteration: state.iterations });
             }
         }
-        Ok(())
+        Ok(RunEnd::Finished)
     }
 
     /// The local rows to screen: those that stalled or reached the cap, and those whose gain
