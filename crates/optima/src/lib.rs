@@ -11,7 +11,12 @@
 //! optima solves these exactly (or to a tolerance the caller picks) behind three traits:
 //! [`HessianAccumulator`] builds `H` from activations, [`Masker`] picks the mask, and
 //! [`QpSolver`] reconstructs the weights and returns a [`SolveReport`] that certifies the answer
-//! (objective, KKT residual, status per row).
+//! (objective, KKT residual, status per row). Solvers are built from [`SolverSpec`], one variant
+//! per solver with its settings, validated once for a [`Device`] (the CPU, or a CUDA GPU with the
+//! `cuda` feature).
+//!
+//! The math is in the repository's `docs/math.md`, the solvers and their costs in
+//! `docs/solvers.md`, the layers of this crate in `docs/architecture.md`.
 //!
 //! ```
 //! use optima::prelude::*;
