@@ -59,7 +59,7 @@ impl Parallelism {
 }
 
 /// `A · H` for an m×n `A` and the symmetric n×n `H`: row i is `H a_i`.
-pub fn times_hessian(a: ArrayView2<'_, f64>, h: ArrayView2<'_, f64>, par: Parallelism) -> Array2<f64> {
+pub(crate) fn times_hessian(a: ArrayView2<'_, f64>, h: ArrayView2<'_, f64>, par: Parallelism) -> Array2<f64> {
     let mut out = Array2::<f64>::zeros((a.nrows(), h.ncols()));
     faer::linalg::matmul::matmul(
         out.view_mut().into_faer(),
@@ -74,7 +74,7 @@ pub fn times_hessian(a: ArrayView2<'_, f64>, h: ArrayView2<'_, f64>, par: Parall
 
 /// `dst = beta · dst + alpha · XᵀX` for a tokens×n batch `x` (the Hessian's streaming update).
 /// Only the lower triangle is multiplied (half the flops of a GEMM); the upper is mirrored.
-pub fn add_gram(dst: MatMut<'_, f64>, beta: f64, x: MatRef<'_, f64>, alpha: f64, par: Parallelism) {
+pub(crate) fn add_gram(dst: MatMut<'_, f64>, beta: f64, x: MatRef<'_, f64>, alpha: f64, par: Parallelism) {
     use faer::linalg::matmul::triangular::{BlockStructure, matmul};
     let mut dst = dst;
     let n = dst.ncols();
@@ -157,13 +157,13 @@ pub fn cholesky_with_retry(
 }
 
 /// Solves `L Lᵀ X = B` in place for the factor `l` that [`cholesky_with_retry`] left.
-pub fn cholesky_solve(l: MatRef<'_, f64>, rhs: MatMut<'_, f64>, par: Par) {
+pub(crate) fn cholesky_solve(l: MatRef<'_, f64>, rhs: MatMut<'_, f64>, par: Par) {
     let mut buffer = MemBuffer::new(llt::solve::solve_in_place_scratch::<f64>(l.nrows(), rhs.ncols(), par));
     llt::solve::solve_in_place(l, rhs, par, MemStack::new(&mut buffer));
 }
 
 /// `(L Lᵀ)⁻¹` (full symmetric) from the factor `l`.
-pub fn cholesky_inverse(l: MatRef<'_, f64>, par: Par) -> Mat<f64> {
+pub(crate) fn cholesky_inverse(l: MatRef<'_, f64>, par: Par) -> Mat<f64> {
     let n = l.nrows();
     let mut inv = Mat::<f64>::zeros(n, n);
     let mut buffer = MemBuffer::new(llt::inverse::inverse_scratch::<f64>(n, par));
@@ -178,7 +178,7 @@ pub fn cholesky_inverse(l: MatRef<'_, f64>, par: Par) -> Mat<f64> {
 
 /// Factors `a + shift·I` (symmetric; its lower triangle is read) with bounded retries.
 #[allow(clippy::indexing_slicing)] // i, j run over the dimensions of the matrix being copied.
-pub fn cholesky_of(a: ArrayView2<'_, f64>, shift: f64, par: Par) -> Result<(Mat<f64>, Factorization)> {
+pub(crate) fn cholesky_of(a: ArrayView2<'_, f64>, shift: f64, par: Par) -> Result<(Mat<f64>, Factorization)> {
     let n = a.nrows();
     let mut l = Mat::<f64>::zeros(n, n);
     let fill = |mut dst: MatMut<'_, f64>| {
@@ -194,7 +194,7 @@ pub fn cholesky_of(a: ArrayView2<'_, f64>, shift: f64, par: Par) -> Result<(Mat<
 }
 
 /// `(a + shift·I)⁻¹` of a symmetric positive definite `a`, as an ndarray matrix.
-pub fn spd_inverse(a: ArrayView2<'_, f64>, shift: f64, par: Par) -> Result<Array2<f64>> {
+pub(crate) fn spd_inverse(a: ArrayView2<'_, f64>, shift: f64, par: Par) -> Result<Array2<f64>> {
     let (l, _) = cholesky_of(a, shift, par)?;
     let inv = cholesky_inverse(l.as_ref(), par);
     Ok(Array2::from_shape_fn((a.nrows(), a.nrows()), |(i, j)| inv[(i, j)]))
