@@ -12,6 +12,7 @@ use optima_llm::calibration::{calibration_sequences, read_text, skip_chars};
 use optima_llm::checkpoint::Checkpoint;
 use optima_llm::model_file::{WeightPrecision, load_model, write_model_gguf, write_model_safetensors};
 use optima_llm::perplexity::perplexity;
+use optima_llm::preset::{Preset, Recipe};
 use optima_llm::prune::{MaskerChoice, PruneSettings, plan_memory, prune_model_resumable};
 use serde_json::json;
 
@@ -26,12 +27,22 @@ pub struct PruneArgs {
     /// Sparsity pattern: 0.5, 0.5/layer, 2:4, …
     #[arg(long, default_value = "0.5")]
     pattern: SparsityPattern,
-    /// Mask selection: magnitude, wanda or sparsegpt.
-    #[arg(long, default_value = "wanda")]
-    masker: MaskerChoice,
-    /// Weight update: none, sparsegpt, direct, auto, dual-pcg, admm, pcg or pdhg.
-    #[arg(long, default_value = "auto")]
-    solver: String,
+    /// A published recipe: sparsegpt (its mask and update), wanda (its mask, no update) or
+    /// optima-paper (Wanda's mask, pdhg at 1e-2, an update kept only where it lowers the
+    /// calibration loss). Flags given explicitly override it. Without one: wanda + auto.
+    #[arg(long)]
+    preset: Option<Preset>,
+    /// Mask selection: magnitude, wanda or sparsegpt [default: the preset's, else wanda].
+    #[arg(long)]
+    masker: Option<MaskerChoice>,
+    /// Weight update: none, sparsegpt, direct, auto, dual-pcg, admm, pcg or pdhg [default: the
+    /// preset's, else auto].
+    #[arg(long)]
+    solver: Option<String>,
+    /// Keep a layer's update only where it lowers the calibration loss [default: the preset's,
+    /// else off].
+    #[arg(long)]
+    keep_only_improving: Option<bool>,
     /// Calibration sequences.
     #[arg(long, default_value_t = 32)]
     calib_seqs: usize,
@@ -41,12 +52,12 @@ pub struct PruneArgs {
     /// Seed of the calibration sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Relative Hessian damping.
-    #[arg(long, default_value_t = optima::DEFAULT_PERCDAMP)]
-    damping: f64,
-    /// Relative KKT tolerance of iterative solvers.
-    #[arg(long, default_value_t = optima::solve::DEFAULT_TOLERANCE)]
-    tol: f64,
+    /// Relative Hessian damping [default: the preset's, 0.01].
+    #[arg(long)]
+    damping: Option<f64>,
+    /// Relative KKT tolerance of iterative solvers [default: 1e-6; pdhg keeps its own 1e-2].
+    #[arg(long)]
+    tol: Option<f64>,
     /// Prune only the first N blocks (the rest stay dense), e.g. for a quick check.
     #[arg(long)]
     max_blocks: Option<usize>,
@@ -105,19 +116,8 @@ const RUNTIME_OVERHEAD: Bytes = Bytes(192 << 20);
 pub fn run(args: PruneArgs) -> optima::Result<()> {
     let start = Instant::now();
     let par = Parallelism::from_threads(args.threads);
-    let flags = SolverFlags { tolerance: Some(args.tol), parallelism: par, ..SolverFlags::default() };
-    let update = match args.solver.as_str() {
-        "none" => None,
-        name => {
-            // Checked before the model is read: a bad name or setting costs nothing.
-            let spec = flags.spec(name, args.device)?;
-            spec.validate()?;
-            if matches!(args.device, Device::Cuda { .. }) {
-                spec.check_cuda()?;
-            }
-            Some(spec)
-        }
-    };
+    let recipe = resolve(&args, par)?;
+    let update = recipe.update.clone();
     if let Some(out) = &args.out {
         let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("");
         if !matches!(ext, "gguf" | "safetensors") {
@@ -139,9 +139,10 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
     let tokenize_seconds = t.elapsed().as_secs_f64();
     let settings = PruneSettings {
         pattern: args.pattern,
-        masker: args.masker,
+        masker: recipe.masker,
         update,
-        percdamp: args.damping,
+        percdamp: recipe.percdamp,
+        keep_only_improving: recipe.keep_only_improving,
         parallelism: par,
         device: args.device,
         max_blocks: args.max_blocks,
@@ -221,8 +222,12 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
     let summary = json!({
         "model": args.model.display().to_string(),
         "pattern": args.pattern.to_string(),
-        "masker": args.masker,
-        "solver": args.solver,
+        "preset": args.preset,
+        "masker": recipe.masker,
+        "solver": recipe.update.as_ref().map_or("none", |spec| spec.name()),
+        "damping": recipe.percdamp,
+        "keep_only_improving": recipe.keep_only_improving,
+        "updates_kept": report.layers.iter().filter(|l| l.update_kept).count(),
         "device": args.device.to_string(),
         "calibration_sequences": calibration.len(),
         "seq_len": args.seq_len,
@@ -256,8 +261,8 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
             "pruned {} layers ({} {} + {}) in {:.1} s (forward {:.1} s, Hessians {:.1} s, masks {:.1} s, updates {:.1} s)",
             report.layers.len(),
             args.pattern,
-            serde_json::to_string(&args.masker).unwrap_or_default().trim_matches('"'),
-            args.solver,
+            serde_json::to_string(&recipe.masker).unwrap_or_default().trim_matches('"'),
+            recipe.update.as_ref().map_or("none", |spec| spec.name()),
             report.total_seconds,
             report.forward_seconds,
             report.hessian_seconds,
@@ -279,4 +284,39 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The run's recipe: the preset's (or the default pipeline's), with every flag given explicitly in
+/// its place; the update is checked before the model is read, so a bad name or setting costs
+/// nothing.
+fn resolve(args: &PruneArgs, par: Parallelism) -> optima::Result<Recipe> {
+    let mut recipe = args.preset.map_or_else(Recipe::default_pipeline, Preset::recipe);
+    if let Some(masker) = args.masker {
+        recipe.masker = masker;
+    }
+    if let Some(damping) = args.damping {
+        recipe.percdamp = damping;
+    }
+    if let Some(keep) = args.keep_only_improving {
+        recipe.keep_only_improving = keep;
+    }
+    let flags = SolverFlags { tolerance: args.tol, parallelism: par, ..SolverFlags::default() };
+    recipe.update = match (args.solver.as_deref(), recipe.update) {
+        (Some("none"), _) | (None, None) => None,
+        (Some(name), _) => Some(flags.spec(name, args.device)?),
+        (None, Some(spec)) => {
+            let spec = spec.parallelism(par);
+            Some(match args.tol {
+                Some(tol) => spec.tolerance(tol),
+                None => spec,
+            })
+        }
+    };
+    if let Some(spec) = &recipe.update {
+        spec.validate()?;
+        if matches!(args.device, Device::Cuda { .. }) {
+            spec.check_cuda()?;
+        }
+    }
+    Ok(recipe)
 }

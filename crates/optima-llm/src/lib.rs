@@ -11,6 +11,7 @@ pub mod gguf;
 pub mod llama;
 pub mod model_file;
 pub mod perplexity;
+pub mod preset;
 pub mod progress;
 pub mod prune;
 pub mod report;

@@ -326,6 +326,12 @@ fn prune_layer(
         optima::io::write_problem_file(&path, problem.weight(), undamped.view(), Some(problem.mask()))?;
     }
     let (m, n) = (problem.rows(), problem.cols());
+    let mask_only = || -> Result<(Array2<f64>, optima::problem::SolveReport)> {
+        let masked = problem.masked_weight();
+        let status = vec![optima::problem::RowStatus::Solved; m];
+        let report = par.install(|| evaluate("none", &problem, masked.view(), &vec![0; m], &status, 0.0, par))?;
+        Ok((masked, report))
+    };
     let t = Instant::now();
     let (new_weight, report) = match (&settings.update, sparsegpt_weights) {
         // SparseGPT's own update came with its mask.
@@ -348,13 +354,13 @@ fn prune_layer(
             };
             (solution.weight, solution.report)
         }
-        (None, _) => {
-            let masked = problem.masked_weight();
-            let status = vec![optima::problem::RowStatus::Solved; m];
-            let report = par.install(|| evaluate("none", &problem, masked.view(), &vec![0; m], &status, 0.0, par))?;
-            (masked, report)
-        }
+        (None, _) => mask_only()?,
     };
+    // The published method keeps an update only where it lowers the calibration loss.
+    let improves = report.objective < report.objective_mask_only;
+    let update_kept = settings.update.is_some() && (improves || !settings.keep_only_improving);
+    let (new_weight, report) =
+        if settings.update.is_some() && !update_kept { mask_only()? } else { (new_weight, report) };
     let solve_seconds = t.elapsed().as_secs_f64();
     if new_weight.iter().any(|v| !v.is_finite()) {
         return Err(OptimaError::Numerical(format!("{kind}: the update produced a non-finite weight")));
@@ -381,6 +387,7 @@ fn prune_layer(
         iterations: report.iterations,
         failed_rows: report.failed_rows,
         chunks: report.chunks,
+        update_kept,
         mask_seconds,
         solve_seconds,
     })

@@ -29,6 +29,9 @@ pub struct LayerRecord {
     pub failed_rows: usize,
     /// Row chunks the solve ran in (more than 1 when the memory budget split it).
     pub chunks: usize,
+    /// Whether the layer keeps its update (`false` for mask-only runs, and where
+    /// `keep_only_improving` found that the update did not lower the calibration loss).
+    pub update_kept: bool,
     /// Seconds choosing the mask.
     pub mask_seconds: f64,
     /// Seconds updating the weights.

@@ -49,6 +49,9 @@ pub struct PruneSettings {
     pub update: Option<SolverSpec>,
     /// Relative Hessian damping.
     pub percdamp: f64,
+    /// Keep a layer's update only when it lowers the layer's loss on the calibration tokens
+    /// (the published OPTIMA code's rule); otherwise every update is kept.
+    pub keep_only_improving: bool,
     /// Threads of the maskers, Hessians and mask-only reports (the solver has its own).
     pub parallelism: Parallelism,
     /// Where the weight updates run (`cuda` runs `auto`, `direct` and `pcg` on a GPU).

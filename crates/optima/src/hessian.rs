@@ -10,6 +10,9 @@ use crate::problem::Hessian;
 
 #[cfg(feature = "cuda")]
 mod cuda;
+mod target;
+
+pub use target::{CrossAccumulator, dense_target};
 #[cfg(feature = "cuda")]
 pub use cuda::{CudaHessianAccumulator, HessianPrecision};
 

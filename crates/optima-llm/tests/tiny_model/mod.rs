@@ -72,6 +72,7 @@ pub fn settings(pattern: &str, masker: MaskerChoice, update: &str) -> PruneSetti
         masker,
         update: (update != "none").then(|| update.parse::<SolverSpec>().unwrap().parallelism(Parallelism::Threads(2))),
         percdamp: 0.01,
+        keep_only_improving: false,
         parallelism: Parallelism::Threads(2),
         device: optima::backend::Device::Cpu,
         max_blocks: None,

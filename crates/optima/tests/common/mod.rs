@@ -71,7 +71,7 @@ unsafe extern "C" {
 
 /// OpenBLAS's own thread pool crashes when test threads call it concurrently; the oracle does
 /// not need it.
-fn single_threaded_openblas() {
+pub fn single_threaded_openblas() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     // SAFETY: a plain setter exported by the libopenblas that ndarray-linalg links.
     ONCE.call_once(|| unsafe { openblas_set_num_threads(1) });

@@ -1,0 +1,153 @@
+//! The published pruning recipes as one value, so that a comparison with them is one flag and is
+//! run by the same code: [`Preset::recipe`] says exactly what each sets, and a setting given
+//! explicitly overrides the preset's.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use optima::error::{OptimaError, Result};
+use optima::problem::DEFAULT_PERCDAMP;
+use optima::solve::{PdhgSettings, SolverSpec};
+use optima::mask::SparseGptSettings;
+
+use crate::settings::MaskerChoice;
+
+/// A published recipe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// SparseGPT (Frantar & Alistarh, 2023): its own mask and update, 1% damping.
+    SparseGpt,
+    /// Wanda (Sun et al., 2023): its mask, no update.
+    Wanda,
+    /// The published OPTIMA method as its code runs: Wanda's mask, PDHG at `eps = 1e-2` on the
+    /// layer objective, and a layer's update kept only when it lowers the calibration loss.
+    OptimaPaper,
+}
+
+/// What a run does: a preset's settings, or the default pipeline's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recipe {
+    /// Mask selection.
+    pub masker: MaskerChoice,
+    /// Weight update (`None`: the mask alone).
+    pub update: Option<SolverSpec>,
+    /// Relative Hessian damping.
+    pub percdamp: f64,
+    /// Keep a layer's update only when it lowers the layer's loss on the calibration tokens
+    /// (else the masked weights stay).
+    pub keep_only_improving: bool,
+}
+
+impl Preset {
+    /// The presets' names, as `parse` takes them.
+    pub const NAMES: &'static [&'static str] = &["sparsegpt", "wanda", "optima-paper"];
+
+    /// The name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SparseGpt => "sparsegpt",
+            Self::Wanda => "wanda",
+            Self::OptimaPaper => "optima-paper",
+        }
+    }
+
+    /// Exactly what the preset sets.
+    pub fn recipe(self) -> Recipe {
+        match self {
+            Self::SparseGpt => Recipe {
+                masker: MaskerChoice::SparseGpt,
+                update: Some(SolverSpec::SparseGpt(SparseGptSettings::default())),
+                percdamp: DEFAULT_PERCDAMP,
+                keep_only_improving: false,
+            },
+            Self::Wanda => Recipe {
+                masker: MaskerChoice::Wanda,
+                update: None,
+                percdamp: DEFAULT_PERCDAMP,
+                keep_only_improving: false,
+            },
+            Self::OptimaPaper => Recipe {
+                masker: MaskerChoice::Wanda,
+                update: Some(SolverSpec::Pdhg(PdhgSettings::default())),
+                percdamp: DEFAULT_PERCDAMP,
+                keep_only_improving: true,
+            },
+        }
+    }
+}
+
+impl Recipe {
+    /// `optima prune` with no preset: Wanda's mask, exact reconstruction by `auto` at 1e-6, 1%
+    /// damping, every update kept.
+    pub fn default_pipeline() -> Self {
+        Self {
+            masker: MaskerChoice::Wanda,
+            update: Some(SolverSpec::Auto(optima::solve::AutoSettings::default())),
+            percdamp: DEFAULT_PERCDAMP,
+            keep_only_improving: false,
+        }
+    }
+}
+
+impl FromStr for Preset {
+    type Err = OptimaError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "sparsegpt" => Ok(Self::SparseGpt),
+            "wanda" => Ok(Self::Wanda),
+            "optima-paper" => Ok(Self::OptimaPaper),
+            other => Err(OptimaError::InvalidSetting(format!(
+                "unknown preset {other:?}; choose {}",
+                Self::NAMES.join(", ")
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Preset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_expand_to_exactly_their_documented_settings() {
+        let sparsegpt = Preset::SparseGpt.recipe();
+        assert_eq!(sparsegpt.masker, MaskerChoice::SparseGpt);
+        assert!(matches!(sparsegpt.update, Some(SolverSpec::SparseGpt(s)) if s == SparseGptSettings::default()));
+        assert_eq!((sparsegpt.percdamp, sparsegpt.keep_only_improving), (0.01, false));
+
+        let wanda = Preset::Wanda.recipe();
+        assert_eq!((wanda.masker, wanda.update.clone(), wanda.percdamp), (MaskerChoice::Wanda, None, 0.01));
+        assert!(!wanda.keep_only_improving);
+
+        let paper = Preset::OptimaPaper.recipe();
+        assert_eq!(paper.masker, MaskerChoice::Wanda);
+        match paper.update {
+            Some(SolverSpec::Pdhg(s)) => assert_eq!((s.eps_abs, s.eps_rel), (1e-2, 1e-2)),
+            other => panic!("optima-paper updates with pdhg, not {other:?}"),
+        }
+        assert_eq!((paper.percdamp, paper.keep_only_improving), (0.01, true));
+
+        let default = Recipe::default_pipeline();
+        assert_eq!(default.masker, MaskerChoice::Wanda);
+        assert!(matches!(default.update, Some(SolverSpec::Auto(s)) if s.tolerance == 1e-6));
+        assert!(!default.keep_only_improving);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for &name in Preset::NAMES {
+            assert_eq!(name.parse::<Preset>().unwrap().to_string(), name);
+        }
+        assert!(matches!("obs".parse::<Preset>(), Err(OptimaError::InvalidSetting(_))));
+    }
+}
