@@ -187,3 +187,62 @@ fn hostile_model_files_and_budgets_exit_with_one_line_errors() {
     assert!(String::from_utf8_lossy(&usage.stderr).starts_with("error: invalid value 'lots'"));
     assert!(!out.exists());
 }
+
+#[test]
+fn presets_run_their_recipes_and_explicit_flags_override_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.gguf");
+    write_tiny_gguf(&model, &LlamaModel::random(tiny_config(), 8).unwrap());
+    let text = dir.path().join("calib.txt");
+    std::fs::write(&text, "the thin thing in the tin then ".repeat(200)).unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let prune = |extra: &[&str]| -> serde_json::Value {
+        let (model, text) = (s(&model), s(&text));
+        let mut args = vec!["prune", "--model", &model, "--calib", &text, "--calib-seqs", "4", "--seq-len", "32"];
+        args.extend(["--max-blocks", "1", "--json"]);
+        args.extend(extra);
+        let out = Command::new(env!("CARGO_BIN_EXE_optima")).args(&args).output().unwrap();
+        assert!(out.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let recipe = |v: &serde_json::Value| {
+        (
+            v["preset"].clone(),
+            v["masker"].clone(),
+            v["solver"].clone(),
+            v["damping"].clone(),
+            v["keep_only_improving"].clone(),
+        )
+    };
+    use serde_json::json;
+    assert_eq!(recipe(&prune(&[])), (json!(null), json!("wanda"), json!("auto"), json!(0.01), json!(false)));
+    let sparsegpt = prune(&["--preset", "sparsegpt"]);
+    assert_eq!(
+        recipe(&sparsegpt),
+        (json!("sparsegpt"), json!("sparsegpt"), json!("sparsegpt"), json!(0.01), json!(false))
+    );
+    assert_eq!(sparsegpt["updates_kept"], 7, "one block, every update kept");
+    let wanda = prune(&["--preset", "wanda"]);
+    assert_eq!(recipe(&wanda), (json!("wanda"), json!("wanda"), json!("none"), json!(0.01), json!(false)));
+    assert_eq!(wanda["updates_kept"], 0);
+    assert_eq!(wanda["mean_error_after"], wanda["mean_error_before"]);
+    let paper = prune(&["--preset", "optima-paper"]);
+    assert_eq!(recipe(&paper), (json!("optima-paper"), json!("wanda"), json!("pdhg"), json!(0.01), json!(true)));
+    // Explicit flags win over the preset's.
+    let overridden =
+        prune(&["--preset", "optima-paper", "--masker", "magnitude", "--solver", "direct", "--damping", "0.1"]);
+    assert_eq!(
+        recipe(&overridden),
+        (json!("optima-paper"), json!("magnitude"), json!("direct"), json!(0.1), json!(true))
+    );
+    let bad = Command::new(env!("CARGO_BIN_EXE_optima"))
+        .args(["prune", "--model", &s(&model), "--calib", &s(&text), "--preset", "obs"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("unknown preset"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

@@ -8,9 +8,9 @@ use std::str::FromStr;
 use serde::Serialize;
 
 use optima::error::{OptimaError, Result};
+use optima::mask::SparseGptSettings;
 use optima::problem::DEFAULT_PERCDAMP;
 use optima::solve::{PdhgSettings, SolverSpec};
-use optima::mask::SparseGptSettings;
 
 use crate::settings::MaskerChoice;
 
@@ -19,6 +19,7 @@ use crate::settings::MaskerChoice;
 #[serde(rename_all = "kebab-case")]
 pub enum Preset {
     /// SparseGPT (Frantar & Alistarh, 2023): its own mask and update, 1% damping.
+    #[serde(rename = "sparsegpt")]
     SparseGpt,
     /// Wanda (Sun et al., 2023): its mask, no update.
     Wanda,
@@ -100,10 +101,9 @@ impl FromStr for Preset {
             "sparsegpt" => Ok(Self::SparseGpt),
             "wanda" => Ok(Self::Wanda),
             "optima-paper" => Ok(Self::OptimaPaper),
-            other => Err(OptimaError::InvalidSetting(format!(
-                "unknown preset {other:?}; choose {}",
-                Self::NAMES.join(", ")
-            ))),
+            other => {
+                Err(OptimaError::InvalidSetting(format!("unknown preset {other:?}; choose {}", Self::NAMES.join(", "))))
+            }
         }
     }
 }
@@ -149,5 +149,8 @@ mod tests {
             assert_eq!(name.parse::<Preset>().unwrap().to_string(), name);
         }
         assert!(matches!("obs".parse::<Preset>(), Err(OptimaError::InvalidSetting(_))));
+        for preset in [Preset::SparseGpt, Preset::Wanda, Preset::OptimaPaper] {
+            assert_eq!(serde_json::to_value(preset).unwrap(), serde_json::json!(preset.name()));
+        }
     }
 }

@@ -12,9 +12,9 @@ use crate::problem::Hessian;
 mod cuda;
 mod target;
 
-pub use target::{CrossAccumulator, dense_target};
 #[cfg(feature = "cuda")]
 pub use cuda::{CudaHessianAccumulator, HessianPrecision};
+pub use target::{CrossAccumulator, dense_target};
 
 /// Builds a layer Hessian from batches of inputs (tokens × n), batch after batch.
 pub trait HessianAccumulator {

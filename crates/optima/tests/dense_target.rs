@@ -96,8 +96,14 @@ fn mismatched_or_bad_inputs_are_typed_errors() {
     acc.add_batch(ok.view(), ok.view()).unwrap();
     let (hessian, cross) = acc.finish(0.01).unwrap();
     let wide = Array2::<f64>::ones((2, 5));
-    assert!(matches!(dense_target(wide.view(), &hessian, cross.view()), Err(optima::OptimaError::ShapeMismatch { .. })));
+    assert!(matches!(
+        dense_target(wide.view(), &hessian, cross.view()),
+        Err(optima::OptimaError::ShapeMismatch { .. })
+    ));
     let small = Array2::<f64>::ones((3, 3));
     let weight = Array2::<f64>::ones((2, 4));
-    assert!(matches!(dense_target(weight.view(), &hessian, small.view()), Err(optima::OptimaError::ShapeMismatch { .. })));
+    assert!(matches!(
+        dense_target(weight.view(), &hessian, small.view()),
+        Err(optima::OptimaError::ShapeMismatch { .. })
+    ));
 }

@@ -82,10 +82,18 @@ impl CrossAccumulator {
 pub fn dense_target(weight: ArrayView2<'_, f64>, hessian: &Hessian, cross: ArrayView2<'_, f64>) -> Result<Array2<f64>> {
     let n = hessian.dim();
     if weight.ncols() != n {
-        return Err(OptimaError::shape("weight vs hessian", format!("m×{n}"), format!("{}×{}", weight.nrows(), weight.ncols())));
+        return Err(OptimaError::shape(
+            "weight vs hessian",
+            format!("m×{n}"),
+            format!("{}×{}", weight.nrows(), weight.ncols()),
+        ));
     }
     if cross.dim() != (n, n) {
-        return Err(OptimaError::shape("cross term", format!("{n}×{n}"), format!("{}×{}", cross.nrows(), cross.ncols())));
+        return Err(OptimaError::shape(
+            "cross term",
+            format!("{n}×{n}"),
+            format!("{}×{}", cross.nrows(), cross.ncols()),
+        ));
     }
     check_finite("weight", weight)?;
     check_finite("cross term", cross)?;
