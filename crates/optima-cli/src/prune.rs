@@ -13,7 +13,7 @@ use optima_llm::checkpoint::Checkpoint;
 use optima_llm::model_file::{WeightPrecision, load_model, write_model_gguf, write_model_safetensors};
 use optima_llm::perplexity::perplexity;
 use optima_llm::preset::{Preset, Recipe};
-use optima_llm::prune::{MaskerChoice, PruneSettings, plan_memory, prune_model_resumable};
+use optima_llm::prune::{MaskerChoice, Objective, PruneSettings, plan_memory, prune_model_resumable};
 use serde_json::json;
 
 #[derive(Args)]
@@ -39,6 +39,10 @@ pub struct PruneArgs {
     /// preset's, else auto].
     #[arg(long)]
     solver: Option<String>,
+    /// What the update fits: layer (each layer's own output on its pruned-model inputs) or dense
+    /// (the dense model's output) [default: the preset's, layer].
+    #[arg(long)]
+    objective: Option<Objective>,
     /// Keep a layer's update only where it lowers the calibration loss [default: the preset's,
     /// else off].
     #[arg(long)]
@@ -141,6 +145,7 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         pattern: args.pattern,
         masker: recipe.masker,
         update,
+        objective: recipe.objective,
         percdamp: recipe.percdamp,
         keep_only_improving: recipe.keep_only_improving,
         parallelism: par,
@@ -225,6 +230,7 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         "preset": args.preset,
         "masker": recipe.masker,
         "solver": recipe.update.as_ref().map_or("none", |spec| spec.name()),
+        "objective": recipe.objective,
         "damping": recipe.percdamp,
         "keep_only_improving": recipe.keep_only_improving,
         "updates_kept": report.layers.iter().filter(|l| l.update_kept).count(),
@@ -296,6 +302,9 @@ fn resolve(args: &PruneArgs, par: Parallelism) -> optima::Result<Recipe> {
     }
     if let Some(damping) = args.damping {
         recipe.percdamp = damping;
+    }
+    if let Some(objective) = args.objective {
+        recipe.objective = objective;
     }
     if let Some(keep) = args.keep_only_improving {
         recipe.keep_only_improving = keep;

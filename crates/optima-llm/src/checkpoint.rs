@@ -81,9 +81,13 @@ impl Checkpoint {
         self.dir.join(MANIFEST).is_file()
     }
 
-    /// Loads the saved state and applies the saved blocks' weights to `model`. `Ok(None)` when the
-    /// folder holds no manifest; an error when it belongs to another run or is damaged.
-    pub fn resume(&self, model: &mut LlamaModel) -> Result<Option<ResumeState>> {
+    /// Blocks the saved run has finished, without touching any model: `Ok(None)` when the folder
+    /// holds no manifest; an error when it belongs to another run or is damaged.
+    pub fn blocks_done(&self) -> Result<Option<usize>> {
+        Ok(self.manifest()?.map(|m| m.blocks_done))
+    }
+
+    fn manifest(&self) -> Result<Option<Manifest>> {
         let path = self.dir.join(MANIFEST);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
@@ -107,6 +111,14 @@ impl Checkpoint {
                 self.dir.display()
             )));
         }
+        Ok(Some(manifest))
+    }
+
+    /// Loads the saved state and applies the saved blocks' weights to `model`. `Ok(None)` when the
+    /// folder holds no manifest; an error when it belongs to another run or is damaged.
+    pub fn resume(&self, model: &mut LlamaModel) -> Result<Option<ResumeState>> {
+        let path = self.dir.join(MANIFEST);
+        let Some(manifest) = self.manifest()? else { return Ok(None) };
         if manifest.blocks_done > model.blocks.len() {
             return Err(OptimaError::Format {
                 path,

@@ -12,7 +12,7 @@ use optima::mask::SparseGptSettings;
 use optima::problem::DEFAULT_PERCDAMP;
 use optima::solve::{PdhgSettings, SolverSpec};
 
-use crate::settings::MaskerChoice;
+use crate::settings::{MaskerChoice, Objective};
 
 /// A published recipe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -35,6 +35,8 @@ pub struct Recipe {
     pub masker: MaskerChoice,
     /// Weight update (`None`: the mask alone).
     pub update: Option<SolverSpec>,
+    /// What the update fits.
+    pub objective: Objective,
     /// Relative Hessian damping.
     pub percdamp: f64,
     /// Keep a layer's update only when it lowers the layer's loss on the calibration tokens
@@ -61,18 +63,21 @@ impl Preset {
             Self::SparseGpt => Recipe {
                 masker: MaskerChoice::SparseGpt,
                 update: Some(SolverSpec::SparseGpt(SparseGptSettings::default())),
+                objective: Objective::Layer,
                 percdamp: DEFAULT_PERCDAMP,
                 keep_only_improving: false,
             },
             Self::Wanda => Recipe {
                 masker: MaskerChoice::Wanda,
                 update: None,
+                objective: Objective::Layer,
                 percdamp: DEFAULT_PERCDAMP,
                 keep_only_improving: false,
             },
             Self::OptimaPaper => Recipe {
                 masker: MaskerChoice::Wanda,
                 update: Some(SolverSpec::Pdhg(PdhgSettings::default())),
+                objective: Objective::Layer,
                 percdamp: DEFAULT_PERCDAMP,
                 keep_only_improving: true,
             },
@@ -81,12 +86,13 @@ impl Preset {
 }
 
 impl Recipe {
-    /// `optima prune` with no preset: Wanda's mask, exact reconstruction by `auto` at 1e-6, 1%
-    /// damping, every update kept.
+    /// `optima prune` with no preset: Wanda's mask, exact reconstruction by `auto` at 1e-6 on the
+    /// layer objective, 1% damping, every update kept.
     pub fn default_pipeline() -> Self {
         Self {
             masker: MaskerChoice::Wanda,
             update: Some(SolverSpec::Auto(optima::solve::AutoSettings::default())),
+            objective: Objective::Layer,
             percdamp: DEFAULT_PERCDAMP,
             keep_only_improving: false,
         }
@@ -124,6 +130,9 @@ mod tests {
         assert_eq!(sparsegpt.masker, MaskerChoice::SparseGpt);
         assert!(matches!(sparsegpt.update, Some(SolverSpec::SparseGpt(s)) if s == SparseGptSettings::default()));
         assert_eq!((sparsegpt.percdamp, sparsegpt.keep_only_improving), (0.01, false));
+        for preset in [Preset::SparseGpt, Preset::Wanda, Preset::OptimaPaper] {
+            assert_eq!(preset.recipe().objective, Objective::Layer, "{preset}");
+        }
 
         let wanda = Preset::Wanda.recipe();
         assert_eq!((wanda.masker, wanda.update.clone(), wanda.percdamp), (MaskerChoice::Wanda, None, 0.01));

@@ -15,10 +15,10 @@ use super::checkpoint::Checkpoint;
 use super::llama::{LinearInput, LinearKind, LlamaConfig, LlamaModel};
 use super::progress::PruneEvent;
 pub use super::report::{LayerRecord, PruneReport};
-pub use super::settings::{MaskerChoice, PruneSettings};
+pub use super::settings::{MaskerChoice, Objective, PruneSettings};
 use optima::backend::{Device, Parallelism};
 use optima::error::{OptimaError, Result};
-use optima::hessian::{DeviceHessianAccumulator, HessianAccumulator};
+use optima::hessian::{CrossAccumulator, DeviceHessianAccumulator, HessianAccumulator, dense_target};
 use optima::mask::{MagnitudeMasker, Masker, SparseGptMasker, WandaMasker};
 use optima::memory::{Bytes, MemoryEstimate};
 use optima::problem::{Hessian, LayerProblem, Mask};
@@ -42,7 +42,10 @@ struct BlockMemory {
 
 fn block_memory(config: &LlamaConfig, seq_len: usize, settings: &PruneSettings) -> Result<BlockMemory> {
     let (h, i) = (config.hidden, config.intermediate);
-    let hessians = Bytes::f64s(3 * h * h + i * i) * 2;
+    let dense = settings.objective == Objective::Dense;
+    // Accumulators and finished matrices: H, and with the dense objective C beside it.
+    let hessians = Bytes::f64s(3 * h * h + i * i) * if dense { 4 } else { 2 };
+    let dense_block = if dense { Bytes::f32s(4 * h * h + 3 * h * i) } else { Bytes(0) };
     let forward =
         Bytes::f32s(seq_len * (10 * h + 4 * i) + seq_len * seq_len * config.heads) + Bytes::f64s(seq_len * h.max(i));
     let solver = settings.update.as_ref().map(|spec| spec.build(optima::Device::Cpu)).transpose()?;
@@ -52,13 +55,13 @@ fn block_memory(config: &LlamaConfig, seq_len: usize, settings: &PruneSettings) 
             let (m, n) = kind.shape(config);
             let sparsegpt =
                 if settings.masker == MaskerChoice::SparseGpt { Bytes::f64s(4 * n * n + 2 * m * n) } else { Bytes(0) };
-            let whole_layer = Bytes::f64s(3 * m * n) + sparsegpt;
+            let whole_layer = Bytes::f64s(if dense { 4 } else { 3 } * m * n) + sparsegpt;
             let solve =
                 solver.as_ref().map_or(MemoryEstimate::default(), |s| problem_memory(n).plus(s.memory_estimate(n)));
             (kind, whole_layer, solve)
         })
         .collect();
-    Ok(BlockMemory { shared: hessians + forward, layers })
+    Ok(BlockMemory { shared: hessians + forward + dense_block, layers })
 }
 
 /// Plans a run of `sequences × seq_len` calibration tokens on a model of `config` within
@@ -83,7 +86,9 @@ fn plan_with_needs(
 ) -> Result<(MemoryPlan, BlockMemory, Bytes)> {
     let need = block_memory(config, seq_len, settings)?;
     let largest = need.layers.iter().map(|(_, whole, solve)| *whole + solve.for_rows(1)).max().unwrap_or_default();
-    let one_sequence = Bytes::f32s(2 * seq_len * config.hidden);
+    // The pruned inputs, and with the dense objective the dense ones beside them.
+    let stores = if settings.objective == Objective::Dense { 2 } else { 1 };
+    let one_sequence = Bytes::f32s(2 * seq_len * config.hidden) * stores;
     let all_sequences = one_sequence * sequences;
     let in_memory = need.shared + all_sequences + largest;
     let on_disk = need.shared + one_sequence + largest;
@@ -141,6 +146,36 @@ pub fn prune_model_resumable(
         plan.activations_on_disk
             .then(|| std::env::temp_dir().join(format!("optima-activations-{}-{b}", std::process::id())))
     };
+    let dense = settings.objective == Objective::Dense;
+    if dense && settings.update.is_none() {
+        return Err(OptimaError::InvalidSetting(
+            "the dense objective shapes the weight update; with no update (--solver none) it has nothing to fit".into(),
+        ));
+    }
+    // The dense model's inputs to the first block this run prunes, from the dense weights (before
+    // a resume replaces them): the checkpoint keeps only the pruned inputs.
+    let mut dense_inputs = if dense {
+        let first = match checkpoint {
+            Some(c) => c.blocks_done()?.unwrap_or(0).min(blocks),
+            None => 0,
+        };
+        let t = Instant::now();
+        let spill_dense =
+            plan.activations_on_disk.then(|| std::env::temp_dir().join(format!("optima-dense-{}", std::process::id())));
+        let store = ActivationStore::build(calibration.len(), spill_dense, |s| {
+            let seq =
+                calibration.get(s).ok_or_else(|| OptimaError::Internal(format!("no calibration sequence {s}")))?;
+            let mut x = model.embed(seq)?;
+            for b in 0..first {
+                x = model.block_forward(b, x.view(), None)?;
+            }
+            Ok(x)
+        })?;
+        report.forward_seconds += t.elapsed().as_secs_f64();
+        Some(store)
+    } else {
+        None
+    };
     let resumed = match checkpoint {
         Some(c) => c.resume(model)?,
         None => None,
@@ -169,43 +204,21 @@ pub fn prune_model_resumable(
     }
     for b in first..blocks {
         progress(PruneEvent::BlockStarted { block: b, blocks });
-        // One Hessian per distinct linear input, from the inputs the pruned prefix produces.
-        let config = model.config;
-        let mut accumulators: BTreeMap<LinearInput, DeviceHessianAccumulator> = LinearInput::ALL
-            .iter()
-            .map(|&input| Ok((input, device.accumulator(input.dim(&config), par)?)))
-            .collect::<Result<_>>()?;
-        let mut failure: Option<OptimaError> = None;
-        let (mut forward, mut hessian) = (0.0, 0.0);
-        for seq in 0..xs.len() {
-            let x = xs.get(seq)?;
-            let t = Instant::now();
-            let mut capture = |input: LinearInput, a: ArrayView2<'_, f32>| {
-                let th = Instant::now();
-                if let Some(acc) = accumulators.get_mut(&input) {
-                    if let Err(e) = acc.add_batch(a) {
-                        failure.get_or_insert(e);
-                    }
-                }
-                hessian += th.elapsed().as_secs_f64();
-            };
-            model.block_forward(b, x.view(), Some(&mut capture))?;
-            forward += t.elapsed().as_secs_f64();
-        }
-        report.hessian_seconds += hessian;
-        report.forward_seconds += forward - hessian;
-        if let Some(e) = failure {
-            return Err(located(e, b, "calibration activations"));
-        }
-        let mut hessians: BTreeMap<LinearInput, Hessian> = BTreeMap::new();
-        for (input, acc) in accumulators {
-            let t = Instant::now();
-            hessians.insert(
-                input,
-                acc.finish(settings.percdamp).map_err(|e| located(e, b, &format!("{input:?} Hessian")))?,
-            );
-            report.hessian_seconds += t.elapsed().as_secs_f64();
-        }
+        // One Hessian per distinct linear input, from the inputs the pruned prefix produces (and
+        // with the dense objective its cross term with the dense inputs).
+        let (hessians, crosses) = match &dense_inputs {
+            None => {
+                let config = model.config;
+                let accumulators: BTreeMap<LinearInput, DeviceHessianAccumulator> = LinearInput::ALL
+                    .iter()
+                    .map(|&input| Ok((input, device.accumulator(input.dim(&config), par)?)))
+                    .collect::<Result<_>>()?;
+                (layer_hessians(model, b, &xs, accumulators, settings.percdamp, &mut report)?, BTreeMap::new())
+            }
+            Some(xd) => dense_hessians(model, b, &xs, xd, settings, &mut report)?,
+        };
+        // With the dense objective, the dense block's weights carry the dense inputs onwards.
+        let dense_block = dense_inputs.as_ref().and_then(|_| model.blocks.get(b).cloned());
         for kind in LinearKind::ALL {
             progress(PruneEvent::LayerStarted { block: b, kind });
             let hessian = hessians
@@ -217,7 +230,17 @@ pub fn prune_model_resumable(
                 Bytes(budget.0.saturating_sub(used.0))
             });
             let block = model.blocks.get_mut(b).ok_or_else(|| OptimaError::Internal(format!("no block {b}")))?;
-            let weight = to_f64(block.weight(kind));
+            let weight = match crosses.get(&kind.input()) {
+                // Fit the dense output: the target W̃ = W (C + δI)ᵀ H_δ⁻¹ in W's place.
+                Some(cross) => {
+                    let t = Instant::now();
+                    let target = dense_target(to_f64(block.weight(kind)).view(), hessian, cross.view())
+                        .map_err(|e| located(e, b, kind.short_name()))?;
+                    report.hessian_seconds += t.elapsed().as_secs_f64();
+                    target
+                }
+                None => to_f64(block.weight(kind)),
+            };
             let out = block.weight_mut(kind);
             let update = LayerUpdate { solver: solver.clone(), budget: solve_budget };
             let record = prune_layer(b, kind, weight, hessian.clone(), settings, update, out)
@@ -229,6 +252,14 @@ pub fn prune_model_resumable(
         // The next block's inputs, from this block with its pruned weights.
         let t = Instant::now();
         xs = ActivationStore::build(xs.len(), spill(b + 1), |seq| model.block_forward(b, xs.get(seq)?.view(), None))?;
+        if let (Some(xd), Some(block)) = (dense_inputs.take(), &dense_block) {
+            let spill_dense = plan
+                .activations_on_disk
+                .then(|| std::env::temp_dir().join(format!("optima-dense-{}-{}", std::process::id(), b + 1)));
+            dense_inputs = Some(ActivationStore::build(xd.len(), spill_dense, |seq| {
+                block.forward(&model.config, xd.get(seq)?.view(), None)
+            })?);
+        }
         report.forward_seconds += t.elapsed().as_secs_f64();
         if let Some(c) = checkpoint {
             let seconds = [report.forward_seconds, report.hessian_seconds, report.mask_seconds, report.solve_seconds];
@@ -241,6 +272,103 @@ pub fn prune_model_resumable(
     report.mean_error_after = report.layers.iter().map(|l| l.error_after).sum::<f64>() / count;
     report.total_seconds = start.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// A block's Hessians, one per distinct linear input.
+type Hessians = BTreeMap<LinearInput, Hessian>;
+/// A block's cross terms `C = X_pᵀX_d/N` (dense objective), one per distinct linear input.
+type Crosses = BTreeMap<LinearInput, Array2<f64>>;
+
+/// The layer objective's Hessians of block `b`: one per distinct linear input, from the inputs the
+/// pruned prefix produces.
+fn layer_hessians(
+    model: &LlamaModel,
+    b: usize,
+    xs: &ActivationStore,
+    mut accumulators: BTreeMap<LinearInput, DeviceHessianAccumulator>,
+    percdamp: f64,
+    report: &mut PruneReport,
+) -> Result<Hessians> {
+    let mut failure: Option<OptimaError> = None;
+    let (mut forward, mut hessian) = (0.0, 0.0);
+    for seq in 0..xs.len() {
+        let x = xs.get(seq)?;
+        let t = Instant::now();
+        let mut capture = |input: LinearInput, a: ArrayView2<'_, f32>| {
+            let th = Instant::now();
+            if let Some(acc) = accumulators.get_mut(&input) {
+                if let Err(e) = acc.add_batch(a) {
+                    failure.get_or_insert(e);
+                }
+            }
+            hessian += th.elapsed().as_secs_f64();
+        };
+        model.block_forward(b, x.view(), Some(&mut capture))?;
+        forward += t.elapsed().as_secs_f64();
+    }
+    report.hessian_seconds += hessian;
+    report.forward_seconds += forward - hessian;
+    if let Some(e) = failure {
+        return Err(located(e, b, "calibration activations"));
+    }
+    let mut hessians = BTreeMap::new();
+    for (input, acc) in accumulators {
+        let t = Instant::now();
+        hessians.insert(input, acc.finish(percdamp).map_err(|e| located(e, b, &format!("{input:?} Hessian")))?);
+        report.hessian_seconds += t.elapsed().as_secs_f64();
+    }
+    Ok(hessians)
+}
+
+/// The dense objective's Hessians and cross terms of block `b` (still dense): every sequence
+/// through the block twice, from its pruned inputs `xs` and its dense inputs `xd`, the paired
+/// linear-layer inputs accumulated into `H = X_pᵀX_p/N` and `C = X_pᵀX_d/N` (on the CPU).
+fn dense_hessians(
+    model: &LlamaModel,
+    b: usize,
+    xs: &ActivationStore,
+    xd: &ActivationStore,
+    settings: &PruneSettings,
+    report: &mut PruneReport,
+) -> Result<(Hessians, Crosses)> {
+    let config = model.config;
+    let par = settings.parallelism;
+    let mut accumulators: BTreeMap<LinearInput, CrossAccumulator> =
+        LinearInput::ALL.iter().map(|&input| (input, CrossAccumulator::new(input.dim(&config), par))).collect();
+    let (mut forward, mut hessian) = (0.0, 0.0);
+    for seq in 0..xs.len() {
+        let t = Instant::now();
+        let taken = |x: ArrayView2<'_, f32>| -> Result<BTreeMap<LinearInput, Array2<f32>>> {
+            let mut inputs = BTreeMap::new();
+            let mut capture = |input: LinearInput, a: ArrayView2<'_, f32>| {
+                inputs.insert(input, a.to_owned());
+            };
+            model.block_forward(b, x, Some(&mut capture))?;
+            Ok(inputs)
+        };
+        let pruned = taken(xs.get(seq)?.view())?;
+        let dense = taken(xd.get(seq)?.view())?;
+        let th = Instant::now();
+        for (input, acc) in accumulators.iter_mut() {
+            let (Some(p), Some(d)) = (pruned.get(input), dense.get(input)) else {
+                return Err(OptimaError::Internal(format!("block {b}: no captured input {input:?}")));
+            };
+            acc.add_batch(p.view(), d.view()).map_err(|e| located(e, b, "calibration activations"))?;
+        }
+        hessian += th.elapsed().as_secs_f64();
+        forward += t.elapsed().as_secs_f64();
+    }
+    report.hessian_seconds += hessian;
+    report.forward_seconds += forward - hessian;
+    let (mut hessians, mut crosses) = (BTreeMap::new(), BTreeMap::new());
+    for (input, acc) in accumulators {
+        let t = Instant::now();
+        let (h, c) = acc.finish(settings.percdamp).map_err(|e| located(e, b, &format!("{input:?} Hessian")))?;
+        hessians.insert(input, h);
+        crosses.insert(input, c);
+        report.hessian_seconds += t.elapsed().as_secs_f64();
+    }
+    Ok((hessians, crosses))
 }
 
 /// Where a run computes: the CPU, or one opened CUDA device that its Hessians and its solver share.

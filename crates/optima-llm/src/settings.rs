@@ -38,6 +38,29 @@ impl FromStr for MaskerChoice {
     }
 }
 
+/// What each layer's weights are fitted to (docs/math.md, "Dense targets").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Objective {
+    /// Reproduce the layer's own output on its inputs in the pruned model (SparseGPT's).
+    #[default]
+    Layer,
+    /// Reproduce the dense model's output: the layer's dense inputs times its dense weights,
+    /// from its inputs in the pruned model.
+    Dense,
+}
+
+impl FromStr for Objective {
+    type Err = OptimaError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "layer" => Ok(Self::Layer),
+            "dense" => Ok(Self::Dense),
+            other => Err(OptimaError::InvalidSetting(format!("unknown objective {other:?}; choose layer or dense"))),
+        }
+    }
+}
+
 /// Settings of a pruning run (`prune_model`).
 #[derive(Clone, Debug, Serialize)]
 pub struct PruneSettings {
@@ -47,6 +70,8 @@ pub struct PruneSettings {
     pub masker: MaskerChoice,
     /// Weight update after masking: a solver with its settings, or `None` for the mask alone.
     pub update: Option<SolverSpec>,
+    /// What the update fits: the layer's own output or the dense model's (needs an update).
+    pub objective: Objective,
     /// Relative Hessian damping.
     pub percdamp: f64,
     /// Keep a layer's update only when it lowers the layer's loss on the calibration tokens

@@ -310,3 +310,96 @@ fn keep_only_improving_keeps_exactly_the_updates_that_lower_the_calibration_loss
         }
     }
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_dense_objective_fits_dense_targets_resumes_and_spills_to_the_same_bits() {
+    use optima_llm::checkpoint::Checkpoint;
+    use optima_llm::prune::{Objective, prune_model_resumable};
+
+    let config = optima_llm::llama::LlamaConfig { blocks: 3, ..tiny_config() };
+    let dense = LlamaModel::random(config, 12).unwrap();
+    let calib = calibration(5);
+    let mut s = settings("0.5", MaskerChoice::Wanda, "direct");
+    s.objective = Objective::Dense;
+    let mut layer_s = s.clone();
+    layer_s.objective = Objective::Layer;
+
+    let mut fitted = dense.clone();
+    let report = prune_model(&mut fitted, &calib, &s).unwrap();
+    let mut layered = dense.clone();
+    let layer_report = prune_model(&mut layered, &calib, &layer_s).unwrap();
+    // Block 0 sees the dense inputs (C = H, W̃ = W): the same fit as the layer objective, to
+    // rounding. Later blocks see pruned inputs, and the targets differ.
+    for (a, b) in report.layers.iter().zip(&layer_report.layers) {
+        let gap = (a.error_after - b.error_after).abs() / b.error_after;
+        if a.block == 0 {
+            assert!(gap < 1e-9, "{}: {} vs {}", a.layer, a.error_after, b.error_after);
+        }
+    }
+    assert!(
+        report.layers.iter().zip(&layer_report.layers).any(|(a, b)| a.block > 0 && a.error_before != b.error_before),
+        "later blocks fit other targets"
+    );
+    check_pattern(&fitted, &"0.5".parse().unwrap());
+    assert_ne!(fitted.blocks[2].q, layered.blocks[2].q);
+
+    // A run interrupted after two blocks resumes to the same bits (the dense inputs are recomputed
+    // from the dense weights; the checkpoint holds only the pruned ones).
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("after-two");
+    let checkpoint = Checkpoint::new(dir.path().join("ck"), &dense, &calib, &s).unwrap();
+    let mut full = dense.clone();
+    prune_model_resumable(&mut full, &calib, &s, Some(&checkpoint), |e| {
+        if let optima_llm::progress::PruneEvent::BlockFinished { block: 1, .. } = e {
+            copy_dir(checkpoint.dir(), &saved);
+        }
+    })
+    .unwrap();
+    let resumed_from = Checkpoint::new(&saved, &dense, &calib, &s).unwrap();
+    assert_eq!(resumed_from.blocks_done().unwrap(), Some(2));
+    let mut resumed = dense.clone();
+    prune_model_resumable(&mut resumed, &calib, &s, Some(&resumed_from), |_| {}).unwrap();
+    for (x, y) in full.blocks.iter().zip(&resumed.blocks) {
+        for kind in LinearKind::ALL {
+            assert_eq!(x.weight(kind), y.weight(kind), "{kind}");
+        }
+    }
+    assert_eq!(full.blocks[2].q, fitted.blocks[2].q, "a checkpointed run gives the same bits");
+
+    // A memory budget that spills both activation stores gives the same bits too.
+    let mut tight = s.clone();
+    tight.memory_budget = Some(Bytes(1));
+    let seq_len = calib[0].len();
+    let needed = match plan_memory(&config, calib.len(), seq_len, &tight).unwrap_err() {
+        optima::OptimaError::MemoryBudget { needed, .. } => needed,
+        e => panic!("{e}"),
+    };
+    tight.memory_budget = Some(Bytes(needed.0 + 64 * 1024));
+    assert!(plan_memory(&config, calib.len(), seq_len, &tight).unwrap().activations_on_disk);
+    let mut bounded = dense.clone();
+    prune_model(&mut bounded, &calib, &tight).unwrap();
+    for (x, y) in fitted.blocks.iter().zip(&bounded.blocks) {
+        for kind in LinearKind::ALL {
+            assert_eq!(x.weight(kind), y.weight(kind), "{kind}");
+        }
+    }
+
+    // With no update there is nothing to fit.
+    let mut none = s.clone();
+    none.update = None;
+    let err = prune_model(&mut dense.clone(), &calib, &none).unwrap_err();
+    assert!(matches!(err, optima::OptimaError::InvalidSetting(_)), "{err}");
+}

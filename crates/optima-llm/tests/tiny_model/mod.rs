@@ -73,6 +73,7 @@ pub fn settings(pattern: &str, masker: MaskerChoice, update: &str) -> PruneSetti
         update: (update != "none").then(|| update.parse::<SolverSpec>().unwrap().parallelism(Parallelism::Threads(2))),
         percdamp: 0.01,
         keep_only_improving: false,
+        objective: optima_llm::settings::Objective::Layer,
         parallelism: Parallelism::Threads(2),
         device: optima::backend::Device::Cpu,
         max_blocks: None,
