@@ -234,7 +234,7 @@ pub fn prune_model_resumable(
                 // Fit the dense output: the target W̃ = W (C + δI)ᵀ H_δ⁻¹ in W's place.
                 Some(cross) => {
                     let t = Instant::now();
-                    let target = dense_target(to_f64(block.weight(kind)).view(), hessian, cross.view())
+                    let target = dense_target(to_f64(block.weight(kind)).view(), hessian, cross.view(), par)
                         .map_err(|e| located(e, b, kind.short_name()))?;
                     report.hessian_seconds += t.elapsed().as_secs_f64();
                     target

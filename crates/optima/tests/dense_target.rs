@@ -54,7 +54,7 @@ fn the_dense_target_reaches_the_least_squares_fit_of_the_dense_output() {
         assert_eq!(acc.tokens(), tokens);
         let (hessian, cross) = acc.finish(percdamp).unwrap();
         let weight = common::random_weight(m, n, seed + 10);
-        let target = dense_target(weight.view(), &hessian, cross.view()).unwrap();
+        let target = dense_target(weight.view(), &hessian, cross.view(), Parallelism::Threads(2)).unwrap();
         let mask = common::random_mask(m, n, 0.5, seed + 20);
         let problem = LayerProblem::new(target, hessian.clone(), mask.clone()).unwrap();
         let solution = DirectSolver::default().solve(&problem, None).unwrap();
@@ -77,7 +77,7 @@ fn with_no_earlier_pruning_the_dense_target_is_the_weight() {
     acc.add_batch(dense.view(), dense.view()).unwrap();
     let (hessian, cross) = acc.finish(0.01).unwrap();
     let weight = common::random_weight(3, 16, 5);
-    let target = dense_target(weight.view(), &hessian, cross.view()).unwrap();
+    let target = dense_target(weight.view(), &hessian, cross.view(), Parallelism::Threads(2)).unwrap();
     let err = (&target - &weight).iter().fold(0.0f64, |a, v| a.max(v.abs()));
     assert!(err < 1e-9, "{err}");
 }
@@ -97,13 +97,13 @@ fn mismatched_or_bad_inputs_are_typed_errors() {
     let (hessian, cross) = acc.finish(0.01).unwrap();
     let wide = Array2::<f64>::ones((2, 5));
     assert!(matches!(
-        dense_target(wide.view(), &hessian, cross.view()),
+        dense_target(wide.view(), &hessian, cross.view(), Parallelism::Sequential),
         Err(optima::OptimaError::ShapeMismatch { .. })
     ));
     let small = Array2::<f64>::ones((3, 3));
     let weight = Array2::<f64>::ones((2, 4));
     assert!(matches!(
-        dense_target(weight.view(), &hessian, small.view()),
+        dense_target(weight.view(), &hessian, small.view(), Parallelism::Sequential),
         Err(optima::OptimaError::ShapeMismatch { .. })
     ));
 }

@@ -78,8 +78,14 @@ impl CrossAccumulator {
 
 /// The dense target `W̃` (m×n): row `i` is `w̃_i = H_δ⁻¹ (C + δI) w_i`, with `δ` the absolute
 /// damping of `hessian` (see the module docs). Solving the layer's QP for `W̃` under a mask fits
-/// the dense model's output. With `C = H` (no earlier pruning), `W̃ = W`.
-pub fn dense_target(weight: ArrayView2<'_, f64>, hessian: &Hessian, cross: ArrayView2<'_, f64>) -> Result<Array2<f64>> {
+/// the dense model's output. With `C = H` (no earlier pruning), `W̃ = W`. One Cholesky of `H_δ`
+/// and two GEMMs, on `parallelism` threads.
+pub fn dense_target(
+    weight: ArrayView2<'_, f64>,
+    hessian: &Hessian,
+    cross: ArrayView2<'_, f64>,
+    parallelism: Parallelism,
+) -> Result<Array2<f64>> {
     let n = hessian.dim();
     if weight.ncols() != n {
         return Err(OptimaError::shape(
@@ -97,7 +103,7 @@ pub fn dense_target(weight: ArrayView2<'_, f64>, hessian: &Hessian, cross: Array
     }
     check_finite("weight", weight)?;
     check_finite("cross term", cross)?;
-    let par = Parallelism::AllCores.faer();
+    let par = parallelism.faer();
     let (l, _) = cholesky_of(hessian.matrix(), 0.0, par)?;
     // rhs = (C + δI) Wᵀ, n × m; then H_δ Y = rhs and W̃ = Yᵀ.
     let delta = hessian.damping();
