@@ -13,7 +13,7 @@ use optima_llm::checkpoint::Checkpoint;
 use optima_llm::model_file::{WeightPrecision, load_model, write_model_gguf, write_model_safetensors};
 use optima_llm::perplexity::perplexity;
 use optima_llm::preset::{Preset, Recipe};
-use optima_llm::prune::{MaskerChoice, Objective, PruneSettings, plan_memory, prune_model_resumable};
+use optima_llm::prune::{InBlockOrder, MaskerChoice, Objective, PruneSettings, plan_memory, prune_model_resumable};
 use serde_json::json;
 
 #[derive(Args)]
@@ -43,6 +43,11 @@ pub struct PruneArgs {
     /// (the dense model's output) [default: the preset's, layer].
     #[arg(long)]
     objective: Option<Objective>,
+    /// Which activations a block's later layers are calibrated on: sequential (o_proj on the
+    /// pruned q/k/v's attention, down_proj on the pruned gate/up) or parallel (all on the block's
+    /// unpruned activations) [default: the preset's, sequential].
+    #[arg(long)]
+    in_block: Option<InBlockOrder>,
     /// Keep a layer's update only where it lowers the calibration loss [default: the preset's,
     /// else off].
     #[arg(long)]
@@ -146,6 +151,7 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         masker: recipe.masker,
         update,
         objective: recipe.objective,
+        order: recipe.order,
         percdamp: recipe.percdamp,
         keep_only_improving: recipe.keep_only_improving,
         parallelism: par,
@@ -231,6 +237,7 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         "masker": recipe.masker,
         "solver": recipe.update.as_ref().map_or("none", |spec| spec.name()),
         "objective": recipe.objective,
+        "in_block": recipe.order,
         "damping": recipe.percdamp,
         "keep_only_improving": recipe.keep_only_improving,
         "updates_kept": report.layers.iter().filter(|l| l.update_kept).count(),
@@ -305,6 +312,9 @@ fn resolve(args: &PruneArgs, par: Parallelism) -> optima::Result<Recipe> {
     }
     if let Some(objective) = args.objective {
         recipe.objective = objective;
+    }
+    if let Some(order) = args.in_block {
+        recipe.order = order;
     }
     if let Some(keep) = args.keep_only_improving {
         recipe.keep_only_improving = keep;

@@ -44,20 +44,11 @@ impl ActivationStore {
         spill: Option<PathBuf>,
         mut make: impl FnMut(usize) -> Result<Array2<f32>>,
     ) -> Result<Self> {
-        match spill {
-            None => Ok(Self::Memory((0..count).map(make).collect::<Result<Vec<_>>>()?)),
-            Some(dir) => {
-                std::fs::create_dir_all(&dir).map_err(|source| OptimaError::Io { path: dir.clone(), source })?;
-                // Owned from here on, so that a failure below removes the folder.
-                let store = Self::Disk { dir, count };
-                if let Self::Disk { dir, .. } = &store {
-                    for s in 0..count {
-                        write_matrix(&sequence_file(dir, s), make(s)?.view())?;
-                    }
-                }
-                Ok(store)
-            }
+        let mut writer = ActivationWriter::new(spill)?;
+        for s in 0..count {
+            writer.push(make(s)?)?;
         }
+        Ok(writer.finish())
     }
 
     /// Writes every sequence into `dir` (one file each), for a checkpoint.
@@ -73,6 +64,43 @@ impl ActivationStore {
     /// that new folder.
     pub(crate) fn read_from(dir: &Path, count: usize, spill: Option<PathBuf>) -> Result<Self> {
         Self::build(count, spill, |s| read_matrix(&sequence_file(dir, s)))
+    }
+}
+
+/// A store being filled one sequence at a time, in order.
+pub(crate) struct ActivationWriter {
+    store: ActivationStore,
+}
+
+impl ActivationWriter {
+    /// An empty store in memory, or (with `spill`) in that new folder.
+    pub(crate) fn new(spill: Option<PathBuf>) -> Result<Self> {
+        let store = match spill {
+            None => ActivationStore::Memory(Vec::new()),
+            Some(dir) => {
+                std::fs::create_dir_all(&dir).map_err(|source| OptimaError::Io { path: dir.clone(), source })?;
+                ActivationStore::Disk { dir, count: 0 }
+            }
+        };
+        // Owned from here on, so that a failure later removes the folder.
+        Ok(Self { store })
+    }
+
+    /// Appends the next sequence.
+    pub(crate) fn push(&mut self, a: Array2<f32>) -> Result<()> {
+        match &mut self.store {
+            ActivationStore::Memory(xs) => xs.push(a),
+            ActivationStore::Disk { dir, count } => {
+                write_matrix(&sequence_file(dir, *count), a.view())?;
+                *count += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// The filled store.
+    pub(crate) fn finish(self) -> ActivationStore {
+        self.store
     }
 }
 

@@ -16,4 +16,5 @@ pub mod progress;
 pub mod prune;
 pub mod report;
 pub mod settings;
+mod stages;
 pub mod tokenizer;

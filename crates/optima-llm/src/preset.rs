@@ -12,19 +12,22 @@ use optima::mask::SparseGptSettings;
 use optima::problem::DEFAULT_PERCDAMP;
 use optima::solve::{PdhgSettings, SolverSpec};
 
-use crate::settings::{MaskerChoice, Objective};
+use crate::settings::{InBlockOrder, MaskerChoice, Objective};
 
 /// A published recipe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Preset {
-    /// SparseGPT (Frantar & Alistarh, 2023): its own mask and update, 1% damping.
+    /// SparseGPT (Frantar & Alistarh, 2023): its own mask and update, 1% damping, layers
+    /// calibrated in order inside each block as its reference code does.
     #[serde(rename = "sparsegpt")]
     SparseGpt,
-    /// Wanda (Sun et al., 2023): its mask, no update.
+    /// Wanda (Sun et al., 2023): its mask, no update, every layer of a block scored on the
+    /// block's unpruned activations as its reference code does.
     Wanda,
     /// The published OPTIMA method as its code runs: Wanda's mask, PDHG at `eps = 1e-2` on the
-    /// layer objective, and a layer's update kept only when it lowers the calibration loss.
+    /// layer objective, and a layer's update kept only when it lowers the calibration loss; a
+    /// block's layers calibrated on its unpruned activations, as Wanda's pipeline it builds on.
     OptimaPaper,
 }
 
@@ -37,6 +40,8 @@ pub struct Recipe {
     pub update: Option<SolverSpec>,
     /// What the update fits.
     pub objective: Objective,
+    /// Which activations a block's later layers are calibrated on.
+    pub order: InBlockOrder,
     /// Relative Hessian damping.
     pub percdamp: f64,
     /// Keep a layer's update only when it lowers the layer's loss on the calibration tokens
@@ -64,6 +69,7 @@ impl Preset {
                 masker: MaskerChoice::SparseGpt,
                 update: Some(SolverSpec::SparseGpt(SparseGptSettings::default())),
                 objective: Objective::Layer,
+                order: InBlockOrder::Sequential,
                 percdamp: DEFAULT_PERCDAMP,
                 keep_only_improving: false,
             },
@@ -71,6 +77,7 @@ impl Preset {
                 masker: MaskerChoice::Wanda,
                 update: None,
                 objective: Objective::Layer,
+                order: InBlockOrder::Parallel,
                 percdamp: DEFAULT_PERCDAMP,
                 keep_only_improving: false,
             },
@@ -78,6 +85,7 @@ impl Preset {
                 masker: MaskerChoice::Wanda,
                 update: Some(SolverSpec::Pdhg(PdhgSettings::default())),
                 objective: Objective::Layer,
+                order: InBlockOrder::Parallel,
                 percdamp: DEFAULT_PERCDAMP,
                 keep_only_improving: true,
             },
@@ -93,6 +101,7 @@ impl Recipe {
             masker: MaskerChoice::Wanda,
             update: Some(SolverSpec::Auto(optima::solve::AutoSettings::default())),
             objective: Objective::Layer,
+            order: InBlockOrder::Sequential,
             percdamp: DEFAULT_PERCDAMP,
             keep_only_improving: false,
         }
@@ -130,6 +139,9 @@ mod tests {
         assert_eq!(sparsegpt.masker, MaskerChoice::SparseGpt);
         assert!(matches!(sparsegpt.update, Some(SolverSpec::SparseGpt(s)) if s == SparseGptSettings::default()));
         assert_eq!((sparsegpt.percdamp, sparsegpt.keep_only_improving), (0.01, false));
+        assert_eq!(sparsegpt.order, InBlockOrder::Sequential);
+        assert_eq!(Preset::Wanda.recipe().order, InBlockOrder::Parallel);
+        assert_eq!(Preset::OptimaPaper.recipe().order, InBlockOrder::Parallel);
         for preset in [Preset::SparseGpt, Preset::Wanda, Preset::OptimaPaper] {
             assert_eq!(preset.recipe().objective, Objective::Layer, "{preset}");
         }

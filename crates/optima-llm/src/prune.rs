@@ -3,11 +3,10 @@
 //! (q/k/v share one, gate/up share one, o and down have their own); every linear layer is masked
 //! and reconstructed; then the block's outputs are recomputed with the pruned weights.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ndarray::{Array2, ArrayView2};
+use ndarray::Array2;
 use serde::Serialize;
 
 use super::activations::ActivationStore;
@@ -15,10 +14,11 @@ use super::checkpoint::Checkpoint;
 use super::llama::{LinearInput, LinearKind, LlamaConfig, LlamaModel};
 use super::progress::PruneEvent;
 pub use super::report::{LayerRecord, PruneReport};
-pub use super::settings::{MaskerChoice, Objective, PruneSettings};
+pub use super::settings::{InBlockOrder, MaskerChoice, Objective, PruneSettings};
+use super::stages::{StageAccumulator, Stream, run_stage};
 use optima::backend::{Device, Parallelism};
 use optima::error::{OptimaError, Result};
-use optima::hessian::{CrossAccumulator, DeviceHessianAccumulator, HessianAccumulator, dense_target};
+use optima::hessian::{CrossAccumulator, DeviceHessianAccumulator, dense_target};
 use optima::mask::{MagnitudeMasker, Masker, SparseGptMasker, WandaMasker};
 use optima::memory::{Bytes, MemoryEstimate};
 use optima::problem::{Hessian, LayerProblem, Mask};
@@ -86,9 +86,11 @@ fn plan_with_needs(
 ) -> Result<(MemoryPlan, BlockMemory, Bytes)> {
     let need = block_memory(config, seq_len, settings)?;
     let largest = need.layers.iter().map(|(_, whole, solve)| *whole + solve.for_rows(1)).max().unwrap_or_default();
-    // The pruned inputs, and with the dense objective the dense ones beside them.
+    // Per stream and sequence: the block's inputs and outputs, and what the stages carry (the
+    // residual stream and down_proj's inputs); the pruned stream, and with the dense objective
+    // the dense one beside it.
     let stores = if settings.objective == Objective::Dense { 2 } else { 1 };
-    let one_sequence = Bytes::f32s(2 * seq_len * config.hidden) * stores;
+    let one_sequence = Bytes::f32s(seq_len * (3 * config.hidden + config.intermediate)) * stores;
     let all_sequences = one_sequence * sequences;
     let in_memory = need.shared + all_sequences + largest;
     let on_disk = need.shared + one_sequence + largest;
@@ -204,61 +206,64 @@ pub fn prune_model_resumable(
     }
     for b in first..blocks {
         progress(PruneEvent::BlockStarted { block: b, blocks });
-        // One Hessian per distinct linear input, from the inputs the pruned prefix produces (and
-        // with the dense objective its cross term with the dense inputs).
-        let (hessians, crosses) = match &dense_inputs {
-            None => {
-                let config = model.config;
-                let accumulators: BTreeMap<LinearInput, DeviceHessianAccumulator> = LinearInput::ALL
-                    .iter()
-                    .map(|&input| Ok((input, device.accumulator(input.dim(&config), par)?)))
-                    .collect::<Result<_>>()?;
-                (layer_hessians(model, b, &xs, accumulators, settings.percdamp, &mut report)?, BTreeMap::new())
-            }
-            Some(xd) => dense_hessians(model, b, &xs, xd, settings, &mut report)?,
+        let config = model.config;
+        // The block as it was: the dense stream's weights, and with the parallel order the
+        // weights every stage is calibrated with.
+        let original = model.blocks.get(b).cloned().ok_or_else(|| OptimaError::Internal(format!("no block {b}")))?;
+        let scratch = |tag: &str| {
+            plan.activations_on_disk
+                .then(|| std::env::temp_dir().join(format!("optima-{tag}-{}-{b}", std::process::id())))
         };
-        // With the dense objective, the dense block's weights carry the dense inputs onwards.
-        let dense_block = dense_inputs.as_ref().and_then(|_| model.blocks.get(b).cloned());
-        for kind in LinearKind::ALL {
-            progress(PruneEvent::LayerStarted { block: b, kind });
-            let hessian = hessians
-                .get(&kind.input())
-                .ok_or_else(|| OptimaError::Internal(format!("block {b}: no Hessian for {kind}")))?;
-            let solve_budget = settings.memory_budget.map(|budget| {
-                let whole_layer = memory.layers.iter().find(|(k, ..)| *k == kind).map_or(Bytes(0), |(_, w, _)| *w);
-                let used = memory.shared + activations_memory + whole_layer;
-                Bytes(budget.0.saturating_sub(used.0))
-            });
-            let block = model.blocks.get_mut(b).ok_or_else(|| OptimaError::Internal(format!("no block {b}")))?;
-            let weight = match crosses.get(&kind.input()) {
-                // Fit the dense output: the target W̃ = W (C + δI)ᵀ H_δ⁻¹ in W's place.
-                Some(cross) => {
-                    let t = Instant::now();
-                    let target = dense_target(to_f64(block.weight(kind)).view(), hessian, cross.view(), par)
-                        .map_err(|e| located(e, b, kind.short_name()))?;
-                    report.hessian_seconds += t.elapsed().as_secs_f64();
-                    target
-                }
-                None => to_f64(block.weight(kind)),
+        let mut pruned = Stream::new(&xs, scratch("pruned"));
+        let mut dense_stream = dense_inputs.as_ref().map(|xd| Stream::new(xd, scratch("dense")));
+        let mut calibrated: Vec<(LinearInput, Hessian, Option<Array2<f64>>)> = Vec::new();
+        for stage in LinearInput::ALL {
+            let dim = stage.dim(&config);
+            let mut accumulator = match &dense_stream {
+                None => StageAccumulator::Layer(device.accumulator(dim, par)?),
+                Some(_) => StageAccumulator::Dense(CrossAccumulator::new(dim, par)),
             };
-            let out = block.weight_mut(kind);
-            let update = LayerUpdate { solver: solver.clone(), budget: solve_budget };
-            let record = prune_layer(b, kind, weight, hessian.clone(), settings, update, out)
-                .map_err(|e| located(e, b, kind.short_name()))?;
-            report.mask_seconds += record.mask_seconds;
-            report.solve_seconds += record.solve_seconds;
-            report.layers.push(record);
+            let current = match settings.order {
+                InBlockOrder::Sequential => model.blocks.get(b).unwrap_or(&original),
+                InBlockOrder::Parallel => &original,
+            };
+            let seconds = run_stage(
+                &config,
+                stage,
+                (&mut pruned, current),
+                dense_stream.as_mut().map(|s| (s, &original)),
+                &mut accumulator,
+            )
+            .map_err(|e| located(e, b, "calibration activations"))?;
+            let t = Instant::now();
+            let (hessian, cross) =
+                accumulator.finish(settings.percdamp).map_err(|e| located(e, b, &format!("{stage:?} Hessian")))?;
+            report.forward_seconds += seconds.forward;
+            report.hessian_seconds += seconds.hessian + t.elapsed().as_secs_f64();
+            calibrated.push((stage, hessian, cross));
+            if settings.order == InBlockOrder::Sequential || stage == LinearInput::MlpHidden {
+                for (stage, hessian, cross) in calibrated.drain(..) {
+                    let layers = StageLayers { block: b, stage, hessian: &hessian, cross: cross.as_ref() };
+                    prune_stage(model, layers, settings, &solver, &memory, activations_memory, &mut report, &mut progress)?;
+                }
+            }
         }
         // The next block's inputs, from this block with its pruned weights.
         let t = Instant::now();
-        xs = ActivationStore::build(xs.len(), spill(b + 1), |seq| model.block_forward(b, xs.get(seq)?.view(), None))?;
-        if let (Some(xd), Some(block)) = (dense_inputs.take(), &dense_block) {
-            let spill_dense = plan
-                .activations_on_disk
-                .then(|| std::env::temp_dir().join(format!("optima-dense-{}-{}", std::process::id(), b + 1)));
-            dense_inputs = Some(ActivationStore::build(xd.len(), spill_dense, |seq| {
-                block.forward(&model.config, xd.get(seq)?.view(), None)
-            })?);
+        let next = match settings.order {
+            InBlockOrder::Sequential => {
+                let block = model.blocks.get(b).ok_or_else(|| OptimaError::Internal(format!("no block {b}")))?;
+                pruned.finish(block, &config, spill(b + 1))?
+            }
+            InBlockOrder::Parallel => {
+                drop(pruned);
+                ActivationStore::build(xs.len(), spill(b + 1), |seq| model.block_forward(b, xs.get(seq)?.view(), None))?
+            }
+        };
+        let next_dense = dense_stream.map(|s| s.finish(&original, &config, scratch("dense-next"))).transpose()?;
+        xs = next;
+        if next_dense.is_some() {
+            dense_inputs = next_dense;
         }
         report.forward_seconds += t.elapsed().as_secs_f64();
         if let Some(c) = checkpoint {
@@ -274,101 +279,57 @@ pub fn prune_model_resumable(
     Ok(report)
 }
 
-/// A block's Hessians, one per distinct linear input.
-type Hessians = BTreeMap<LinearInput, Hessian>;
-/// A block's cross terms `C = X_pᵀX_d/N` (dense objective), one per distinct linear input.
-type Crosses = BTreeMap<LinearInput, Array2<f64>>;
-
-/// The layer objective's Hessians of block `b`: one per distinct linear input, from the inputs the
-/// pruned prefix produces.
-fn layer_hessians(
-    model: &LlamaModel,
-    b: usize,
-    xs: &ActivationStore,
-    mut accumulators: BTreeMap<LinearInput, DeviceHessianAccumulator>,
-    percdamp: f64,
-    report: &mut PruneReport,
-) -> Result<Hessians> {
-    let mut failure: Option<OptimaError> = None;
-    let (mut forward, mut hessian) = (0.0, 0.0);
-    for seq in 0..xs.len() {
-        let x = xs.get(seq)?;
-        let t = Instant::now();
-        let mut capture = |input: LinearInput, a: ArrayView2<'_, f32>| {
-            let th = Instant::now();
-            if let Some(acc) = accumulators.get_mut(&input) {
-                if let Err(e) = acc.add_batch(a) {
-                    failure.get_or_insert(e);
-                }
-            }
-            hessian += th.elapsed().as_secs_f64();
-        };
-        model.block_forward(b, x.view(), Some(&mut capture))?;
-        forward += t.elapsed().as_secs_f64();
-    }
-    report.hessian_seconds += hessian;
-    report.forward_seconds += forward - hessian;
-    if let Some(e) = failure {
-        return Err(located(e, b, "calibration activations"));
-    }
-    let mut hessians = BTreeMap::new();
-    for (input, acc) in accumulators {
-        let t = Instant::now();
-        hessians.insert(input, acc.finish(percdamp).map_err(|e| located(e, b, &format!("{input:?} Hessian")))?);
-        report.hessian_seconds += t.elapsed().as_secs_f64();
-    }
-    Ok(hessians)
+/// The layers of one calibrated stage of a block: their shared Hessian, and with the dense
+/// objective the cross term.
+struct StageLayers<'a> {
+    block: usize,
+    stage: LinearInput,
+    hessian: &'a Hessian,
+    cross: Option<&'a Array2<f64>>,
 }
 
-/// The dense objective's Hessians and cross terms of block `b` (still dense): every sequence
-/// through the block twice, from its pruned inputs `xs` and its dense inputs `xd`, the paired
-/// linear-layer inputs accumulated into `H = X_pᵀX_p/N` and `C = X_pᵀX_d/N` (on the CPU).
-fn dense_hessians(
-    model: &LlamaModel,
-    b: usize,
-    xs: &ActivationStore,
-    xd: &ActivationStore,
+/// Masks and updates every layer that reads `layers.stage`'s input, in place, and records them.
+#[allow(clippy::too_many_arguments)] // The driver's state, passed explicitly rather than bundled.
+fn prune_stage(
+    model: &mut LlamaModel,
+    layers: StageLayers<'_>,
     settings: &PruneSettings,
+    solver: &Option<Arc<dyn QpSolver + Send + Sync>>,
+    memory: &BlockMemory,
+    activations_memory: Bytes,
     report: &mut PruneReport,
-) -> Result<(Hessians, Crosses)> {
-    let config = model.config;
+    progress: &mut impl FnMut(PruneEvent<'_>),
+) -> Result<()> {
+    let StageLayers { block: b, stage, hessian, cross } = layers;
     let par = settings.parallelism;
-    let mut accumulators: BTreeMap<LinearInput, CrossAccumulator> =
-        LinearInput::ALL.iter().map(|&input| (input, CrossAccumulator::new(input.dim(&config), par))).collect();
-    let (mut forward, mut hessian) = (0.0, 0.0);
-    for seq in 0..xs.len() {
-        let t = Instant::now();
-        let taken = |x: ArrayView2<'_, f32>| -> Result<BTreeMap<LinearInput, Array2<f32>>> {
-            let mut inputs = BTreeMap::new();
-            let mut capture = |input: LinearInput, a: ArrayView2<'_, f32>| {
-                inputs.insert(input, a.to_owned());
-            };
-            model.block_forward(b, x, Some(&mut capture))?;
-            Ok(inputs)
+    for &kind in stage.kinds() {
+        progress(PruneEvent::LayerStarted { block: b, kind });
+        let solve_budget = settings.memory_budget.map(|budget| {
+            let whole_layer = memory.layers.iter().find(|(k, ..)| *k == kind).map_or(Bytes(0), |(_, w, _)| *w);
+            let used = memory.shared + activations_memory + whole_layer;
+            Bytes(budget.0.saturating_sub(used.0))
+        });
+        let block = model.blocks.get_mut(b).ok_or_else(|| OptimaError::Internal(format!("no block {b}")))?;
+        let weight = match cross {
+            // Fit the dense output: the target W̃ = W (C + δI)ᵀ H_δ⁻¹ in W's place.
+            Some(cross) => {
+                let t = Instant::now();
+                let target = dense_target(to_f64(block.weight(kind)).view(), hessian, cross.view(), par)
+                    .map_err(|e| located(e, b, kind.short_name()))?;
+                report.hessian_seconds += t.elapsed().as_secs_f64();
+                target
+            }
+            None => to_f64(block.weight(kind)),
         };
-        let pruned = taken(xs.get(seq)?.view())?;
-        let dense = taken(xd.get(seq)?.view())?;
-        let th = Instant::now();
-        for (input, acc) in accumulators.iter_mut() {
-            let (Some(p), Some(d)) = (pruned.get(input), dense.get(input)) else {
-                return Err(OptimaError::Internal(format!("block {b}: no captured input {input:?}")));
-            };
-            acc.add_batch(p.view(), d.view()).map_err(|e| located(e, b, "calibration activations"))?;
-        }
-        hessian += th.elapsed().as_secs_f64();
-        forward += t.elapsed().as_secs_f64();
+        let out = block.weight_mut(kind);
+        let update = LayerUpdate { solver: solver.clone(), budget: solve_budget };
+        let record = prune_layer(b, kind, weight, hessian.clone(), settings, update, out)
+            .map_err(|e| located(e, b, kind.short_name()))?;
+        report.mask_seconds += record.mask_seconds;
+        report.solve_seconds += record.solve_seconds;
+        report.layers.push(record);
     }
-    report.hessian_seconds += hessian;
-    report.forward_seconds += forward - hessian;
-    let (mut hessians, mut crosses) = (BTreeMap::new(), BTreeMap::new());
-    for (input, acc) in accumulators {
-        let t = Instant::now();
-        let (h, c) = acc.finish(settings.percdamp).map_err(|e| located(e, b, &format!("{input:?} Hessian")))?;
-        hessians.insert(input, h);
-        crosses.insert(input, c);
-        report.hessian_seconds += t.elapsed().as_secs_f64();
-    }
-    Ok((hessians, crosses))
+    Ok(())
 }
 
 /// Where a run computes: the CPU, or one opened CUDA device that its Hessians and its solver share.

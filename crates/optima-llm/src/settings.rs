@@ -61,6 +61,32 @@ impl FromStr for Objective {
     }
 }
 
+/// Which activations a block's later layers are calibrated on (docs/math.md, "In-block order").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InBlockOrder {
+    /// q/k/v first, then o_proj on the attention of the pruned q/k/v, then gate/up on the output
+    /// of the pruned attention, then down_proj on the pruned gate/up (SparseGPT's reference).
+    #[default]
+    Sequential,
+    /// Every layer on the block's activations with its dense weights, all captured in one pass
+    /// (Wanda's reference).
+    Parallel,
+}
+
+impl FromStr for InBlockOrder {
+    type Err = OptimaError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "sequential" => Ok(Self::Sequential),
+            "parallel" => Ok(Self::Parallel),
+            other => Err(OptimaError::InvalidSetting(format!(
+                "unknown in-block order {other:?}; choose sequential or parallel"
+            ))),
+        }
+    }
+}
+
 /// Settings of a pruning run (`prune_model`).
 #[derive(Clone, Debug, Serialize)]
 pub struct PruneSettings {
@@ -72,6 +98,8 @@ pub struct PruneSettings {
     pub update: Option<SolverSpec>,
     /// What the update fits: the layer's own output or the dense model's (needs an update).
     pub objective: Objective,
+    /// Which activations a block's later layers are calibrated on.
+    pub order: InBlockOrder,
     /// Relative Hessian damping.
     pub percdamp: f64,
     /// Keep a layer's update only when it lowers the layer's loss on the calibration tokens

@@ -341,13 +341,26 @@ fn the_dense_objective_fits_dense_targets_resumes_and_spills_to_the_same_bits() 
     let report = prune_model(&mut fitted, &calib, &s).unwrap();
     let mut layered = dense.clone();
     let layer_report = prune_model(&mut layered, &calib, &layer_s).unwrap();
-    // Block 0 sees the dense inputs (C = H, W̃ = W): the same fit as the layer objective, to
-    // rounding. Later blocks see pruned inputs, and the targets differ.
+    // Block 0's q/k/v see the dense inputs (C = H, W̃ = W): the same fit as the layer objective,
+    // to rounding. Its later layers (calibrated in order) and later blocks see pruned inputs, and
+    // the targets differ.
     for (a, b) in report.layers.iter().zip(&layer_report.layers) {
         let gap = (a.error_after - b.error_after).abs() / b.error_after;
-        if a.block == 0 {
+        if a.block == 0 && a.layer.input() == optima_llm::llama::LinearInput::Attn {
             assert!(gap < 1e-9, "{}: {} vs {}", a.layer, a.error_after, b.error_after);
         }
+    }
+    // With every layer calibrated on the block's dense activations, all of block 0 agrees.
+    let parallel = |objective| {
+        let mut p = s.clone();
+        p.objective = objective;
+        p.order = optima_llm::settings::InBlockOrder::Parallel;
+        prune_model(&mut dense.clone(), &calib, &p).unwrap()
+    };
+    let (dense_parallel, layer_parallel) = (parallel(Objective::Dense), parallel(Objective::Layer));
+    for (a, b) in dense_parallel.layers.iter().zip(&layer_parallel.layers).filter(|(a, _)| a.block == 0) {
+        let gap = (a.error_after - b.error_after).abs() / b.error_after;
+        assert!(gap < 1e-9, "parallel {}: {} vs {}", a.layer, a.error_after, b.error_after);
     }
     assert!(
         report.layers.iter().zip(&layer_report.layers).any(|(a, b)| a.block > 0 && a.error_before != b.error_before),
@@ -402,4 +415,70 @@ fn the_dense_objective_fits_dense_targets_resumes_and_spills_to_the_same_bits() 
     none.update = None;
     let err = prune_model(&mut dense.clone(), &calib, &none).unwrap_err();
     assert!(matches!(err, optima::OptimaError::InvalidSetting(_)), "{err}");
+}
+
+/// `XᵀX/N` over the rows of `inputs`, in f64 (independent of the library's accumulators).
+fn gram(inputs: &[ndarray::Array2<f32>]) -> ndarray::Array2<f64> {
+    let n = inputs[0].ncols();
+    let mut sum = ndarray::Array2::<f64>::zeros((n, n));
+    let mut tokens = 0;
+    for x in inputs {
+        let x = x.mapv(f64::from);
+        sum += &x.t().dot(&x);
+        tokens += x.nrows();
+    }
+    sum / tokens as f64
+}
+
+#[test]
+fn in_block_order_calibrates_o_and_down_on_the_pruned_layers_before_them() {
+    use optima_llm::settings::InBlockOrder;
+
+    let dense = LlamaModel::random(tiny_config(), 21).unwrap();
+    let calib = calibration(4);
+    let run = |order: InBlockOrder| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = settings("0.5", MaskerChoice::Wanda, "direct");
+        s.max_blocks = Some(1);
+        s.order = order;
+        s.save_problems = Some(dir.path().to_path_buf());
+        let mut model = dense.clone();
+        prune_model(&mut model, &calib, &s).unwrap();
+        let hessian = |kind: LinearKind| {
+            optima::io::read_problem_file(&dir.path().join(format!("blk.0.{}.safetensors", kind.short_name())))
+                .unwrap()
+                .hessian
+        };
+        (model, hessian(LinearKind::O), hessian(LinearKind::Down))
+    };
+    // The inputs of o_proj and down_proj through block 0 with the given weights.
+    let inputs = |block: &optima_llm::llama::LlamaBlock| {
+        let c = &dense.config;
+        let (mut o, mut down) = (Vec::new(), Vec::new());
+        for seq in &calib {
+            let x = dense.embed(seq).unwrap();
+            let attn = block.attention_mix(c, block.attn_input(c, x.view()).unwrap().view()).unwrap();
+            let h = block.after_attention(c, x.view(), attn.view()).unwrap();
+            let act = block.mlp_hidden(c, block.mlp_input(c, h.view()).unwrap().view()).unwrap();
+            o.push(attn);
+            down.push(act);
+        }
+        (gram(&o), gram(&down))
+    };
+    let close = |a: &ndarray::Array2<f64>, b: &ndarray::Array2<f64>| {
+        let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-9 * scale)
+    };
+
+    let (pruned, o_h, down_h) = run(InBlockOrder::Sequential);
+    // o_proj's inputs come from the pruned q/k/v; down_proj's from the pruned q/k/v/o and gate/up
+    // (down_proj's own weights do not enter its input).
+    let (want_o, want_down) = inputs(&pruned.blocks[0]);
+    assert!(close(&o_h, &want_o), "sequential: o_proj's Hessian is the pruned attention's");
+    assert!(close(&down_h, &want_down), "sequential: down_proj's Hessian is the pruned MLP's");
+    let (dense_o, dense_down) = inputs(&dense.blocks[0]);
+    assert!(!close(&o_h, &dense_o) && !close(&down_h, &dense_down), "and not the dense block's");
+
+    let (_, o_h, down_h) = run(InBlockOrder::Parallel);
+    assert!(close(&o_h, &dense_o) && close(&down_h, &dense_down), "parallel: the dense block's activations");
 }

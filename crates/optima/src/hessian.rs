@@ -4,7 +4,10 @@ use faer::Mat;
 use faer_ext::IntoNdarray;
 use ndarray::ArrayView2;
 
-use crate::backend::{Parallelism, cpu::add_gram};
+use crate::backend::{
+    Parallelism,
+    cpu::{add_gram_lower, mirror_lower},
+};
 use crate::error::{OptimaError, Result};
 use crate::problem::Hessian;
 
@@ -77,7 +80,8 @@ impl RunningMean {
     }
 }
 
-/// CPU accumulator: a running mean in f64, so any batch sizes give the same `H` to rounding.
+/// CPU accumulator: the sum of `XᵀX` in f64 (its lower triangle, one SYRK-shaped product per
+/// batch), divided by the token count at the end, so any batch sizes give the same `H` to rounding.
 #[derive(Clone, Debug)]
 pub struct CpuHessianAccumulator {
     sum: Mat<f64>,
@@ -92,14 +96,21 @@ impl CpuHessianAccumulator {
     }
 }
 
+/// `xᵀ` in f64 (n × tokens), one token per column, read row by row from `x`.
+pub(crate) fn transposed_f64(x: ArrayView2<'_, f32>) -> Mat<f64> {
+    let (batch, n) = x.dim();
+    let mut xt = Mat::<f64>::zeros(n, batch);
+    for (t, row) in x.outer_iter().enumerate() {
+        xt.col_mut(t).iter_mut().zip(row.iter()).for_each(|(d, &v)| *d = f64::from(v));
+    }
+    xt
+}
+
 impl HessianAccumulator for CpuHessianAccumulator {
-    #[allow(clippy::indexing_slicing)] // x is batch × n, checked against the accumulator width.
     fn add_batch(&mut self, x: ArrayView2<'_, f32>) -> Result<()> {
-        let Some((beta, alpha)) = self.mean.weights_for(x)? else { return Ok(()) };
-        let (batch, n) = x.dim();
-        let x64 = Mat::<f64>::from_fn(batch, n, |t, j| f64::from(x[[t, j]]));
-        add_gram(self.sum.as_mut(), beta, x64.as_ref(), alpha, self.parallelism);
-        self.mean.added(batch);
+        let Some(_) = self.mean.weights_for(x)? else { return Ok(()) };
+        add_gram_lower(self.sum.as_mut(), transposed_f64(x).as_ref(), 1.0, self.parallelism);
+        self.mean.added(x.nrows());
         Ok(())
     }
 
@@ -108,7 +119,15 @@ impl HessianAccumulator for CpuHessianAccumulator {
     }
 
     fn finish(self, percdamp: f64) -> Result<Hessian> {
-        self.mean.finish(|| Ok(self.sum.as_ref().into_ndarray().to_owned()), percdamp)
+        let tokens = self.mean.tokens() as f64;
+        let mut sum = self.sum;
+        self.mean.finish(
+            || {
+                mirror_lower(sum.as_mut());
+                Ok(sum.as_ref().into_ndarray().mapv(|v| v / tokens))
+            },
+            percdamp,
+        )
     }
 }
 

@@ -94,53 +94,109 @@ impl LlamaBlock {
         x: ArrayView2<'_, f32>,
         mut capture: Option<Capture<'_>>,
     ) -> Result<Array2<f32>> {
-        config.validate()?;
-        self.check_named(config, "block")?;
-        let t = x.nrows();
-        if x.ncols() != config.hidden {
-            return Err(OptimaError::shape("block input", format!("[T, {}]", config.hidden), shape_of(x)));
-        }
-        if t > config.context {
-            return Err(OptimaError::InvalidSetting(format!(
-                "a sequence of {t} tokens exceeds the model's context of {}",
-                config.context
-            )));
-        }
         let mut report = |input: LinearInput, a: ArrayView2<'_, f32>| {
             if let Some(f) = capture.as_mut() {
                 f(input, a);
             }
         };
-        let par = Par::rayon(0);
-
-        // Attention.
-        let xn = rms_norm(x, &self.attn_norm, config.rms_eps);
+        let xn = self.attn_input(config, x)?;
         report(LinearInput::Attn, xn.view());
-        let mut q = linear(xn.view(), self.q.view(), par);
-        let mut k = linear(xn.view(), self.k.view(), par);
-        let v = linear(xn.view(), self.v.view(), par);
+        let attn = self.attention_mix(config, xn.view())?;
         drop(xn);
-        let rope = RopeTable::new(t, config.head_dim, config.rope_theta);
+        report(LinearInput::AttnOut, attn.view());
+        let h = self.after_attention(config, x, attn.view())?;
+        drop(attn);
+        let hn = self.mlp_input(config, h.view())?;
+        report(LinearInput::Mlp, hn.view());
+        let act = self.mlp_hidden(config, hn.view())?;
+        drop(hn);
+        report(LinearInput::MlpHidden, act.view());
+        self.after_mlp(config, h, act.view())
+    }
+
+    /// Stage 1 of [`Self::forward`]: the attention's input `RMSNorm(x)` (q/k/v read it).
+    pub fn attn_input(&self, config: &LlamaConfig, x: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+        self.check_stage(config, x, config.hidden, "block input")?;
+        Ok(rms_norm(x, &self.attn_norm, config.rms_eps))
+    }
+
+    /// Stage 2: q/k/v of `xn`, rotary positions, causal attention: o_proj's input `[T, hidden]`.
+    pub fn attention_mix(&self, config: &LlamaConfig, xn: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+        self.check_stage(config, xn, config.hidden, "attention input")?;
+        let par = Par::rayon(0);
+        let mut q = linear(xn, self.q.view(), par);
+        let mut k = linear(xn, self.k.view(), par);
+        let v = linear(xn, self.v.view(), par);
+        let rope = RopeTable::new(xn.nrows(), config.head_dim, config.rope_theta);
         rope.apply(q.view_mut(), config.head_dim);
         rope.apply(k.view_mut(), config.head_dim);
-        let attn = attention(config, q.view(), k.view(), v.view());
-        drop((q, k, v));
-        report(LinearInput::AttnOut, attn.view());
-        let mut h = x.to_owned();
-        linear_add(h.view_mut(), attn.view(), self.o.view(), par);
-        drop(attn);
+        Ok(attention(config, q.view(), k.view(), v.view()))
+    }
 
-        // MLP.
-        let hn = rms_norm(h.view(), &self.ffn_norm, config.rms_eps);
-        report(LinearInput::Mlp, hn.view());
-        let mut gate = linear(hn.view(), self.gate.view(), par);
-        let up = linear(hn.view(), self.up.view(), par);
-        drop(hn);
-        Zip::from(&mut gate).and(&up).par_for_each(|g, &u| *g = silu(*g) * u);
-        report(LinearInput::MlpHidden, gate.view());
-        linear_add(h.view_mut(), gate.view(), self.down.view(), par);
+    /// Stage 3: the residual stream after attention, `h = x + o(attn)`.
+    pub fn after_attention(
+        &self,
+        config: &LlamaConfig,
+        x: ArrayView2<'_, f32>,
+        attn: ArrayView2<'_, f32>,
+    ) -> Result<Array2<f32>> {
+        self.check_stage(config, x, config.hidden, "block input")?;
+        self.check_stage(config, attn, config.hidden, "attention output")?;
+        same_tokens(x, attn)?;
+        let mut h = x.to_owned();
+        linear_add(h.view_mut(), attn, self.o.view(), Par::rayon(0));
         Ok(h)
     }
+
+    /// Stage 4: the MLP's input `RMSNorm(h)` (gate/up read it).
+    pub fn mlp_input(&self, config: &LlamaConfig, h: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+        self.check_stage(config, h, config.hidden, "residual stream")?;
+        Ok(rms_norm(h, &self.ffn_norm, config.rms_eps))
+    }
+
+    /// Stage 5: down_proj's input `silu(gate(hn)) · up(hn)` `[T, intermediate]`.
+    pub fn mlp_hidden(&self, config: &LlamaConfig, hn: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+        self.check_stage(config, hn, config.hidden, "MLP input")?;
+        let par = Par::rayon(0);
+        let mut gate = linear(hn, self.gate.view(), par);
+        let up = linear(hn, self.up.view(), par);
+        Zip::from(&mut gate).and(&up).par_for_each(|g, &u| *g = silu(*g) * u);
+        Ok(gate)
+    }
+
+    /// Stage 6: the block's output `h + down(act)`.
+    pub fn after_mlp(&self, config: &LlamaConfig, h: Array2<f32>, act: ArrayView2<'_, f32>) -> Result<Array2<f32>> {
+        self.check_stage(config, h.view(), config.hidden, "residual stream")?;
+        self.check_stage(config, act, config.intermediate, "MLP hidden state")?;
+        same_tokens(h.view(), act)?;
+        let mut h = h;
+        linear_add(h.view_mut(), act, self.down.view(), Par::rayon(0));
+        Ok(h)
+    }
+
+    /// What every stage checks: the config, the weights' shapes, the input's width and length.
+    fn check_stage(&self, config: &LlamaConfig, a: ArrayView2<'_, f32>, width: usize, what: &str) -> Result<()> {
+        config.validate()?;
+        self.check_named(config, "block")?;
+        if a.ncols() != width {
+            return Err(OptimaError::shape(what, format!("[T, {width}]"), shape_of(a)));
+        }
+        if a.nrows() > config.context {
+            return Err(OptimaError::InvalidSetting(format!(
+                "a sequence of {} tokens exceeds the model's context of {}",
+                a.nrows(),
+                config.context
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn same_tokens(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Result<()> {
+    if a.nrows() != b.nrows() {
+        return Err(OptimaError::shape("stage inputs", format!("{} tokens", a.nrows()), format!("{} tokens", b.nrows())));
+    }
+    Ok(())
 }
 
 pub(super) fn shape_of(a: ArrayView2<'_, f32>) -> String {

@@ -74,6 +74,7 @@ pub fn settings(pattern: &str, masker: MaskerChoice, update: &str) -> PruneSetti
         percdamp: 0.01,
         keep_only_improving: false,
         objective: optima_llm::settings::Objective::Layer,
+        order: optima_llm::settings::InBlockOrder::Sequential,
         parallelism: Parallelism::Threads(2),
         device: optima::backend::Device::Cpu,
         max_blocks: None,

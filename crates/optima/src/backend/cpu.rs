@@ -72,28 +72,39 @@ pub(crate) fn times_hessian(a: ArrayView2<'_, f64>, h: ArrayView2<'_, f64>, par:
     out
 }
 
-/// `dst = beta · dst + alpha · XᵀX` for a tokens×n batch `x` (the Hessian's streaming update).
+/// `dst = beta · dst + alpha · XᵀX` for a tokens×n batch `x`, the whole matrix.
 /// Only the lower triangle is multiplied (half the flops of a GEMM); the upper is mirrored.
 pub(crate) fn add_gram(dst: MatMut<'_, f64>, beta: f64, x: MatRef<'_, f64>, alpha: f64, par: Parallelism) {
-    use faer::linalg::matmul::triangular::{BlockStructure, matmul};
     let mut dst = dst;
     let n = dst.ncols();
     for j in 0..n {
-        for i in j..n {
-            dst[(i, j)] *= beta;
-        }
+        dst.as_mut().col_mut(j).subrows_mut(j, n - j).iter_mut().for_each(|v| *v *= beta);
     }
+    add_gram_lower(dst.as_mut(), x.transpose(), alpha, par);
+    mirror_lower(dst);
+}
+
+/// `lower(dst) += alpha · Xᵀ (Xᵀ)ᵀ` for `xt = Xᵀ` (n × tokens, one token per column): the
+/// Hessian's streaming update; the strict upper triangle is left as it is (see [`mirror_lower`]).
+pub(crate) fn add_gram_lower(dst: MatMut<'_, f64>, xt: MatRef<'_, f64>, alpha: f64, par: Parallelism) {
+    use faer::linalg::matmul::triangular::{BlockStructure, matmul};
     matmul(
-        dst.as_mut(),
+        dst,
         BlockStructure::TriangularLower,
         Accum::Add,
-        x.transpose(),
+        xt,
         BlockStructure::Rectangular,
-        x,
+        xt.transpose(),
         BlockStructure::Rectangular,
         alpha,
         par.faer(),
     );
+}
+
+/// Copies the strict lower triangle of the square `dst` onto its upper one.
+pub(crate) fn mirror_lower(dst: MatMut<'_, f64>) {
+    let mut dst = dst;
+    let n = dst.ncols();
     for j in 0..n {
         for i in (j + 1)..n {
             dst[(j, i)] = dst[(i, j)];

@@ -11,7 +11,7 @@ use faer::{Accum, Mat};
 use faer_ext::{IntoFaer, IntoNdarray};
 use ndarray::{Array2, ArrayView2};
 
-use super::{CpuHessianAccumulator, HessianAccumulator, RunningMean};
+use super::{CpuHessianAccumulator, HessianAccumulator, RunningMean, transposed_f64};
 use crate::backend::Parallelism;
 use crate::backend::cpu::{cholesky_of, cholesky_solve};
 use crate::error::{OptimaError, Result, check_finite};
@@ -53,13 +53,12 @@ impl CrossAccumulator {
         let Some((beta, alpha)) = self.mean.weights_for(pruned)? else { return Ok(()) };
         self.hessian.add_batch(pruned)?;
         let (batch, n) = pruned.dim();
-        let xp = Mat::<f64>::from_fn(batch, n, |t, j| f64::from(pruned[[t, j]]));
-        let xd = Mat::<f64>::from_fn(batch, n, |t, j| f64::from(dense[[t, j]]));
+        let (xpt, xdt) = (transposed_f64(pruned), transposed_f64(dense));
         let par = self.parallelism.faer();
         for j in 0..n {
             self.cross.col_mut(j).iter_mut().for_each(|v| *v *= beta);
         }
-        faer::linalg::matmul::matmul(self.cross.as_mut(), Accum::Add, xp.transpose(), xd.as_ref(), alpha, par);
+        faer::linalg::matmul::matmul(self.cross.as_mut(), Accum::Add, xpt.as_ref(), xdt.transpose(), alpha, par);
         self.mean.added(batch);
         Ok(())
     }
