@@ -48,6 +48,15 @@ pub struct PruneArgs {
     /// unpruned activations) [default: the preset's, sequential].
     #[arg(long)]
     in_block: Option<InBlockOrder>,
+    /// Hold out one calibration sequence in N, choose each layer's update damping from
+    /// --damping-grid by the error on them, and keep an update only where it beats the mask's
+    /// own weights there; 0 turns it off [default: the preset's, else off].
+    #[arg(long)]
+    held_out: Option<usize>,
+    /// Relative dampings tried per layer with --held-out, comma-separated
+    /// [default: 0.003,0.01,0.03,0.1,0.3].
+    #[arg(long, value_delimiter = ',')]
+    damping_grid: Option<Vec<f64>>,
     /// Keep a layer's update only where it lowers the calibration loss [default: the preset's,
     /// else off].
     #[arg(long)]
@@ -153,6 +162,7 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         objective: recipe.objective,
         order: recipe.order,
         percdamp: recipe.percdamp,
+        held_out: recipe.held_out.clone(),
         keep_only_improving: recipe.keep_only_improving,
         parallelism: par,
         device: args.device,
@@ -240,6 +250,8 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         "in_block": recipe.order,
         "damping": recipe.percdamp,
         "keep_only_improving": recipe.keep_only_improving,
+        "held_out": recipe.held_out,
+        "dampings_chosen": dampings_chosen(&report.layers),
         "updates_kept": report.layers.iter().filter(|l| l.update_kept).count(),
         "device": args.device.to_string(),
         "calibration_sequences": calibration.len(),
@@ -313,6 +325,24 @@ fn resolve(args: &PruneArgs, par: Parallelism) -> optima::Result<Recipe> {
     if let Some(objective) = args.objective {
         recipe.objective = objective;
     }
+    match (args.held_out, &args.damping_grid) {
+        (Some(0), Some(_)) => {
+            return Err(OptimaError::InvalidSetting("--damping-grid needs --held-out N with N ≥ 2".into()));
+        }
+        (Some(0), None) => recipe.held_out = None,
+        (Some(every), grid) => {
+            let base = recipe.held_out.take().unwrap_or_default().every(every);
+            recipe.held_out = Some(match grid {
+                Some(grid) => base.grid(grid.clone()),
+                None => base,
+            });
+        }
+        (None, Some(grid)) => match recipe.held_out.take() {
+            Some(selection) => recipe.held_out = Some(selection.grid(grid.clone())),
+            None => return Err(OptimaError::InvalidSetting("--damping-grid needs --held-out N".into())),
+        },
+        (None, None) => {}
+    }
     if let Some(order) = args.in_block {
         recipe.order = order;
     }
@@ -338,4 +368,15 @@ fn resolve(args: &PruneArgs, par: Parallelism) -> optima::Result<Recipe> {
         }
     }
     Ok(recipe)
+}
+
+/// How many layers kept an update at each damping chosen on held-out tokens (empty without).
+fn dampings_chosen(layers: &[optima_llm::report::LayerRecord]) -> serde_json::Value {
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for record in layers.iter().filter(|l| l.update_kept) {
+        if let Some(h) = &record.held_out {
+            *counts.entry(h.damping.to_string()).or_default() += 1;
+        }
+    }
+    json!(counts)
 }

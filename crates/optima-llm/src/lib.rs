@@ -8,6 +8,8 @@ mod activations;
 pub mod calibration;
 pub mod checkpoint;
 pub mod gguf;
+pub mod held_out;
+mod layer;
 pub mod llama;
 pub mod model_file;
 pub mod perplexity;

@@ -12,7 +12,7 @@ use optima::mask::SparseGptSettings;
 use optima::problem::DEFAULT_PERCDAMP;
 use optima::solve::{PdhgSettings, SolverSpec};
 
-use crate::settings::{InBlockOrder, MaskerChoice, Objective};
+use crate::settings::{HeldOutSelection, InBlockOrder, MaskerChoice, Objective};
 
 /// A published recipe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -44,6 +44,8 @@ pub struct Recipe {
     pub order: InBlockOrder,
     /// Relative Hessian damping.
     pub percdamp: f64,
+    /// Dampings chosen per layer on held-out calibration sequences (`None`: `percdamp` for all).
+    pub held_out: Option<HeldOutSelection>,
     /// Keep a layer's update only when it lowers the layer's loss on the calibration tokens
     /// (else the masked weights stay).
     pub keep_only_improving: bool,
@@ -71,6 +73,7 @@ impl Preset {
                 objective: Objective::Layer,
                 order: InBlockOrder::Sequential,
                 percdamp: DEFAULT_PERCDAMP,
+                held_out: None,
                 keep_only_improving: false,
             },
             Self::Wanda => Recipe {
@@ -79,6 +82,7 @@ impl Preset {
                 objective: Objective::Layer,
                 order: InBlockOrder::Parallel,
                 percdamp: DEFAULT_PERCDAMP,
+                held_out: None,
                 keep_only_improving: false,
             },
             Self::OptimaPaper => Recipe {
@@ -87,6 +91,7 @@ impl Preset {
                 objective: Objective::Layer,
                 order: InBlockOrder::Parallel,
                 percdamp: DEFAULT_PERCDAMP,
+                held_out: None,
                 keep_only_improving: true,
             },
         }
@@ -103,6 +108,7 @@ impl Recipe {
             objective: Objective::Layer,
             order: InBlockOrder::Sequential,
             percdamp: DEFAULT_PERCDAMP,
+            held_out: None,
             keep_only_improving: false,
         }
     }

@@ -11,6 +11,8 @@ use serde::Serialize;
 
 use super::activations::ActivationStore;
 use super::checkpoint::Checkpoint;
+use super::held_out::{HeldOut, HeldOutAccumulator};
+use super::layer::{LayerFit, LayerUpdate, prune_layer};
 use super::llama::{LinearInput, LinearKind, LlamaConfig, LlamaModel};
 use super::progress::PruneEvent;
 pub use super::report::{LayerRecord, PruneReport};
@@ -18,11 +20,10 @@ pub use super::settings::{InBlockOrder, MaskerChoice, Objective, PruneSettings};
 use super::stages::{StageAccumulator, Stream, run_stage};
 use optima::backend::{Device, Parallelism};
 use optima::error::{OptimaError, Result};
-use optima::hessian::{CrossAccumulator, DeviceHessianAccumulator, dense_target};
-use optima::mask::{MagnitudeMasker, Masker, SparseGptMasker, WandaMasker};
+use optima::hessian::{CrossAccumulator, DeviceHessianAccumulator};
 use optima::memory::{Bytes, MemoryEstimate};
-use optima::problem::{Hessian, LayerProblem, Mask};
-use optima::solve::{QpSolver, RowChunked, SolverSpec, SparseGptSettings, evaluate, problem_memory};
+use optima::problem::Hessian;
+use optima::solve::{QpSolver, SolverSpec, problem_memory};
 
 /// How a run fits its memory budget ([`plan_memory`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -133,6 +134,14 @@ pub fn prune_model_resumable(
     if calibration.is_empty() {
         return Err(OptimaError::Empty("no calibration sequences".into()));
     }
+    if let Some(selection) = &settings.held_out {
+        if settings.update.is_none() {
+            return Err(OptimaError::InvalidSetting(
+                "choosing the damping on held-out tokens needs a weight update (not --solver none)".into(),
+            ));
+        }
+        selection.validate(calibration.len())?;
+    }
     let start = Instant::now();
     let par = settings.parallelism;
     let mut report = PruneReport { calibration_tokens: calibration.iter().map(Vec::len).sum(), ..Default::default() };
@@ -216,13 +225,15 @@ pub fn prune_model_resumable(
         };
         let mut pruned = Stream::new(&xs, scratch("pruned"));
         let mut dense_stream = dense_inputs.as_ref().map(|xd| Stream::new(xd, scratch("dense")));
-        let mut calibrated: Vec<(LinearInput, Hessian, Option<Array2<f64>>)> = Vec::new();
+        let mut calibrated: Vec<Calibrated> = Vec::new();
         for stage in LinearInput::ALL {
             let dim = stage.dim(&config);
             let mut accumulator = match &dense_stream {
                 None => StageAccumulator::Layer(device.accumulator(dim, par)?),
                 Some(_) => StageAccumulator::Dense(CrossAccumulator::new(dim, par)),
             };
+            let mut held_out_accumulator =
+                settings.held_out.as_ref().map(|_| HeldOutAccumulator::new(dim, dense_stream.is_some(), par));
             let current = match settings.order {
                 InBlockOrder::Sequential => model.blocks.get(b).unwrap_or(&original),
                 InBlockOrder::Parallel => &original,
@@ -233,18 +244,28 @@ pub fn prune_model_resumable(
                 (&mut pruned, current),
                 dense_stream.as_mut().map(|s| (s, &original)),
                 &mut accumulator,
+                settings.held_out.as_ref().zip(held_out_accumulator.as_mut()),
             )
             .map_err(|e| located(e, b, "calibration activations"))?;
             let t = Instant::now();
-            let (hessian, cross) =
-                accumulator.finish(settings.percdamp).map_err(|e| located(e, b, &format!("{stage:?} Hessian")))?;
+            let failed = |e| located(e, b, &format!("{stage:?} Hessian"));
+            let (hessian, cross) = accumulator.finish(settings.percdamp).map_err(failed)?;
+            let held_out = held_out_accumulator.map(|a| a.finish().map_err(failed)).transpose()?;
             report.forward_seconds += seconds.forward;
             report.hessian_seconds += seconds.hessian + t.elapsed().as_secs_f64();
-            calibrated.push((stage, hessian, cross));
+            calibrated.push(Calibrated { block: b, stage, hessian, cross, held_out });
             if settings.order == InBlockOrder::Sequential || stage == LinearInput::MlpHidden {
-                for (stage, hessian, cross) in calibrated.drain(..) {
-                    let layers = StageLayers { block: b, stage, hessian: &hessian, cross: cross.as_ref() };
-                    prune_stage(model, layers, settings, &solver, &memory, activations_memory, &mut report, &mut progress)?;
+                for layers in calibrated.drain(..) {
+                    prune_stage(
+                        model,
+                        &layers,
+                        settings,
+                        &solver,
+                        &memory,
+                        activations_memory,
+                        &mut report,
+                        &mut progress,
+                    )?;
                 }
             }
         }
@@ -279,20 +300,21 @@ pub fn prune_model_resumable(
     Ok(report)
 }
 
-/// The layers of one calibrated stage of a block: their shared Hessian, and with the dense
-/// objective the cross term.
-struct StageLayers<'a> {
+/// One calibrated stage of a block: the Hessian its layers share, with the dense objective the
+/// cross term, and the held-out statistics when dampings are chosen on them.
+struct Calibrated {
     block: usize,
     stage: LinearInput,
-    hessian: &'a Hessian,
-    cross: Option<&'a Array2<f64>>,
+    hessian: Hessian,
+    cross: Option<Array2<f64>>,
+    held_out: Option<HeldOut>,
 }
 
 /// Masks and updates every layer that reads `layers.stage`'s input, in place, and records them.
 #[allow(clippy::too_many_arguments)] // The driver's state, passed explicitly rather than bundled.
 fn prune_stage(
     model: &mut LlamaModel,
-    layers: StageLayers<'_>,
+    layers: &Calibrated,
     settings: &PruneSettings,
     solver: &Option<Arc<dyn QpSolver + Send + Sync>>,
     memory: &BlockMemory,
@@ -300,9 +322,8 @@ fn prune_stage(
     report: &mut PruneReport,
     progress: &mut impl FnMut(PruneEvent<'_>),
 ) -> Result<()> {
-    let StageLayers { block: b, stage, hessian, cross } = layers;
-    let par = settings.parallelism;
-    for &kind in stage.kinds() {
+    let b = layers.block;
+    for &kind in layers.stage.kinds() {
         progress(PruneEvent::LayerStarted { block: b, kind });
         let solve_budget = settings.memory_budget.map(|budget| {
             let whole_layer = memory.layers.iter().find(|(k, ..)| *k == kind).map_or(Bytes(0), |(_, w, _)| *w);
@@ -310,20 +331,14 @@ fn prune_stage(
             Bytes(budget.0.saturating_sub(used.0))
         });
         let block = model.blocks.get_mut(b).ok_or_else(|| OptimaError::Internal(format!("no block {b}")))?;
-        let weight = match cross {
-            // Fit the dense output: the target W̃ = W (C + δI)ᵀ H_δ⁻¹ in W's place.
-            Some(cross) => {
-                let t = Instant::now();
-                let target = dense_target(to_f64(block.weight(kind)).view(), hessian, cross.view(), par)
-                    .map_err(|e| located(e, b, kind.short_name()))?;
-                report.hessian_seconds += t.elapsed().as_secs_f64();
-                target
-            }
-            None => to_f64(block.weight(kind)),
+        let fit = LayerFit {
+            weight: to_f64(block.weight(kind)),
+            hessian: layers.hessian.clone(),
+            cross: layers.cross.as_ref(),
+            held_out: layers.held_out.as_ref(),
         };
-        let out = block.weight_mut(kind);
         let update = LayerUpdate { solver: solver.clone(), budget: solve_budget };
-        let record = prune_layer(b, kind, weight, hessian.clone(), settings, update, out)
+        let record = prune_layer(b, kind, fit, settings, update, block.weight_mut(kind))
             .map_err(|e| located(e, b, kind.short_name()))?;
         report.mask_seconds += record.mask_seconds;
         report.solve_seconds += record.solve_seconds;
@@ -376,108 +391,4 @@ fn located(e: OptimaError, block: usize, what: &str) -> OptimaError {
         }
         other => other,
     }
-}
-
-/// How one layer's weights are updated: the run's solver (none for mask-only) and the memory the
-/// solve may use (`None`: unbounded).
-struct LayerUpdate {
-    solver: Option<Arc<dyn QpSolver + Send + Sync>>,
-    budget: Option<Bytes>,
-}
-
-/// Masks and updates one layer; writes the result into `out` (pruned entries exactly 0).
-fn prune_layer(
-    block: usize,
-    kind: LinearKind,
-    weight: Array2<f64>,
-    hessian: Hessian,
-    settings: &PruneSettings,
-    update: LayerUpdate,
-    out: &mut Array2<f32>,
-) -> Result<LayerRecord> {
-    let LayerUpdate { solver, budget: solve_budget } = update;
-    let par: Parallelism = settings.parallelism;
-    let t = Instant::now();
-    let (mask, sparsegpt_weights): (Mask, Option<Array2<f64>>) = match settings.masker {
-        MaskerChoice::Magnitude => (MagnitudeMasker.select(weight.view(), &hessian, &settings.pattern)?, None),
-        MaskerChoice::Wanda => (WandaMasker.select(weight.view(), &hessian, &settings.pattern)?, None),
-        MaskerChoice::SparseGpt => {
-            let masker = SparseGptMasker::new(SparseGptSettings::default().parallelism(par));
-            let (mask, updated) = masker.select_and_update(weight.view(), &hessian, &settings.pattern)?;
-            (mask, Some(updated))
-        }
-    };
-    let mask_seconds = t.elapsed().as_secs_f64();
-    let problem = LayerProblem::new(weight, hessian, mask)?;
-    if let Some(dir) = &settings.save_problems {
-        let path = dir.join(format!("blk.{block}.{}.safetensors", kind.short_name()));
-        let undamped = problem.hessian().undamped();
-        optima::io::write_problem_file(&path, problem.weight(), undamped.view(), Some(problem.mask()))?;
-    }
-    let (m, n) = (problem.rows(), problem.cols());
-    let mask_only = || -> Result<(Array2<f64>, optima::problem::SolveReport)> {
-        let masked = problem.masked_weight();
-        let status = vec![optima::problem::RowStatus::Solved; m];
-        let report = par.install(|| evaluate("none", &problem, masked.view(), &vec![0; m], &status, 0.0, par))?;
-        Ok((masked, report))
-    };
-    let t = Instant::now();
-    let (new_weight, report) = match (&settings.update, sparsegpt_weights) {
-        // SparseGPT's own update came with its mask.
-        (Some(SolverSpec::SparseGpt(_)), Some(updated)) => {
-            let seconds = t.elapsed().as_secs_f64() + mask_seconds;
-            let status = vec![optima::problem::RowStatus::Solved; m];
-            let report =
-                par.install(|| evaluate("sparsegpt", &problem, updated.view(), &vec![1; m], &status, seconds, par))?;
-            (updated, report)
-        }
-        (Some(spec), _) => {
-            let name = spec.name();
-            let solver = solver.ok_or_else(|| OptimaError::Internal(format!("no solver {name:?} was made")))?;
-            let solution = match solve_budget {
-                Some(budget) => {
-                    let what = format!("{kind} ({m}×{n}) with {name}");
-                    RowChunked::for_budget(solver, m, n, budget, &what)?.solve(&problem, None)?
-                }
-                None => solver.solve(&problem, None)?,
-            };
-            (solution.weight, solution.report)
-        }
-        (None, _) => mask_only()?,
-    };
-    // The published method keeps an update only where it lowers the calibration loss.
-    let improves = report.objective < report.objective_mask_only;
-    let update_kept = settings.update.is_some() && (improves || !settings.keep_only_improving);
-    let (new_weight, report) =
-        if settings.update.is_some() && !update_kept { mask_only()? } else { (new_weight, report) };
-    let solve_seconds = t.elapsed().as_secs_f64();
-    if new_weight.iter().any(|v| !v.is_finite()) {
-        return Err(OptimaError::Numerical(format!("{kind}: the update produced a non-finite weight")));
-    }
-    if out.dim() != new_weight.dim() {
-        return Err(OptimaError::shape(
-            kind.short_name(),
-            format!("{:?}", out.dim()),
-            format!("{:?}", new_weight.dim()),
-        ));
-    }
-    ndarray::Zip::indexed(out).and(&new_weight).for_each(|(i, j), v, &w| {
-        *v = if problem.mask().is_pruned(i, j) { 0.0 } else { w as f32 };
-    });
-    Ok(LayerRecord {
-        block,
-        layer: kind,
-        rows: m,
-        cols: n,
-        sparsity: problem.mask().sparsity(),
-        error_before: report.error_before,
-        error_after: report.error_after,
-        kkt_residual: report.kkt_residual,
-        iterations: report.iterations,
-        failed_rows: report.failed_rows,
-        chunks: report.chunks,
-        update_kept,
-        mask_seconds,
-        solve_seconds,
-    })
 }

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::held_out::HeldOutRecord;
 use crate::llama::LinearKind;
 
 /// What happened to one linear layer.
@@ -32,6 +33,10 @@ pub struct LayerRecord {
     /// Whether the layer keeps its update (`false` for mask-only runs, and where
     /// `keep_only_improving` found that the update did not lower the calibration loss).
     pub update_kept: bool,
+    /// The damping chosen on held-out calibration tokens and the held-out errors of its update
+    /// and of the mask's own weights, when the run chose dampings that way.
+    #[serde(default)]
+    pub held_out: Option<HeldOutRecord>,
     /// Seconds choosing the mask.
     pub mask_seconds: f64,
     /// Seconds updating the weights.

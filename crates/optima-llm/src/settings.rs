@@ -12,6 +12,8 @@ use optima::memory::Bytes;
 use optima::problem::SparsityPattern;
 use optima::solve::SolverSpec;
 
+pub use crate::held_out::HeldOutSelection;
+
 /// How masks are chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -100,8 +102,11 @@ pub struct PruneSettings {
     pub objective: Objective,
     /// Which activations a block's later layers are calibrated on.
     pub order: InBlockOrder,
-    /// Relative Hessian damping.
+    /// Relative Hessian damping of the masks, and of the updates unless `held_out` chooses it.
     pub percdamp: f64,
+    /// Choose each layer's update damping on held-out calibration sequences, and keep an update
+    /// only where it beats the mask's own weights there (`None`: every layer at `percdamp`).
+    pub held_out: Option<HeldOutSelection>,
     /// Keep a layer's update only when it lowers the layer's loss on the calibration tokens
     /// (the published OPTIMA code's rule); otherwise every update is kept.
     pub keep_only_improving: bool,

@@ -11,6 +11,7 @@ use std::time::Instant;
 use ndarray::{Array2, ArrayView2};
 
 use super::activations::{ActivationStore, ActivationWriter};
+use super::held_out::{HeldOutAccumulator, HeldOutSelection};
 use super::llama::{LinearInput, LlamaBlock, LlamaConfig};
 use optima::error::{OptimaError, Result};
 use optima::hessian::{CrossAccumulator, DeviceHessianAccumulator, HessianAccumulator};
@@ -49,7 +50,11 @@ impl<'a> Stream<'a> {
         self.inputs.len()
     }
 
-    fn kept(store: &Option<ActivationStore>, s: usize, stage: LinearInput) -> Result<std::borrow::Cow<'_, Array2<f32>>> {
+    fn kept(
+        store: &Option<ActivationStore>,
+        s: usize,
+        stage: LinearInput,
+    ) -> Result<std::borrow::Cow<'_, Array2<f32>>> {
         store
             .as_ref()
             .ok_or_else(|| OptimaError::Internal(format!("stage {stage:?} run before the stages it builds on")))?
@@ -57,7 +62,13 @@ impl<'a> Stream<'a> {
     }
 
     /// Sequence `s`'s input to the layers of `stage`, with `block`'s current weights.
-    fn step(&self, block: &LlamaBlock, config: &LlamaConfig, stage: LinearInput, s: usize) -> Result<(Array2<f32>, Keep)> {
+    fn step(
+        &self,
+        block: &LlamaBlock,
+        config: &LlamaConfig,
+        stage: LinearInput,
+        s: usize,
+    ) -> Result<(Array2<f32>, Keep)> {
         match stage {
             LinearInput::Attn => Ok((block.attn_input(config, self.inputs.get(s)?.view())?, Keep::Nothing)),
             LinearInput::AttnOut => {
@@ -91,7 +102,12 @@ impl<'a> Stream<'a> {
 
     /// The block's outputs from the stages run (all four), with `block`'s weights for down_proj,
     /// into a new store that spills to `spill`.
-    pub(crate) fn finish(self, block: &LlamaBlock, config: &LlamaConfig, spill: Option<PathBuf>) -> Result<ActivationStore> {
+    pub(crate) fn finish(
+        self,
+        block: &LlamaBlock,
+        config: &LlamaConfig,
+        spill: Option<PathBuf>,
+    ) -> Result<ActivationStore> {
         let mut out = ActivationWriter::new(spill)?;
         for s in 0..self.len() {
             let h = Self::kept(&self.carried, s, LinearInput::Mlp)?.into_owned();
@@ -138,13 +154,15 @@ pub(crate) struct StageSeconds {
 
 /// Runs `stage` for every sequence: the pruned stream through `block` (its weights as they are
 /// now), the dense stream (when given) through `dense_block`, their layer inputs added to
-/// `accumulator`; both streams keep what the next stage needs.
+/// `accumulator` — or, for the sequences `held_out` holds out, to its accumulator; both streams
+/// keep what the next stage needs.
 pub(crate) fn run_stage(
     config: &LlamaConfig,
     stage: LinearInput,
     pruned: (&mut Stream<'_>, &LlamaBlock),
     dense: Option<(&mut Stream<'_>, &LlamaBlock)>,
     accumulator: &mut StageAccumulator,
+    mut held_out: Option<(&HeldOutSelection, &mut HeldOutAccumulator)>,
 ) -> Result<StageSeconds> {
     let (stream, block) = pruned;
     let mut seconds = StageSeconds::default();
@@ -154,11 +172,14 @@ pub(crate) fn run_stage(
     for s in 0..stream.len() {
         let t = Instant::now();
         let (input, keep) = stream.step(block, config, stage, s)?;
-        let dense_step =
-            dense.as_ref().map(|(ds, db, _)| ds.step(db, config, stage, s)).transpose()?;
+        let dense_step = dense.as_ref().map(|(ds, db, _)| ds.step(db, config, stage, s)).transpose()?;
         let th = Instant::now();
         seconds.forward += th.duration_since(t).as_secs_f64();
-        accumulator.add(input.view(), dense_step.as_ref().map(|(d, _)| d.view()))?;
+        let dense_input = dense_step.as_ref().map(|(d, _)| d.view());
+        match held_out.as_mut() {
+            Some((selection, held)) if selection.holds_out(s) => held.add(input.view(), dense_input)?,
+            _ => accumulator.add(input.view(), dense_input)?,
+        }
         seconds.hessian += th.elapsed().as_secs_f64();
         push(&mut kept, input, keep)?;
         if let (Some((_, _, writer)), Some((d, keep))) = (dense.as_mut(), dense_step) {

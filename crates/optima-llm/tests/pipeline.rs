@@ -482,3 +482,44 @@ fn in_block_order_calibrates_o_and_down_on_the_pruned_layers_before_them() {
     let (_, o_h, down_h) = run(InBlockOrder::Parallel);
     assert!(close(&o_h, &dense_o) && close(&down_h, &dense_down), "parallel: the dense block's activations");
 }
+
+#[test]
+fn held_out_dampings_are_chosen_per_layer_and_checked() {
+    use optima_llm::settings::HeldOutSelection;
+
+    let dense = LlamaModel::random(tiny_config(), 5).unwrap();
+    let calib = calibration(9);
+    let mut s = settings("0.5", MaskerChoice::Wanda, "direct");
+    let grid = vec![0.001, 0.1, 1.0];
+    s.held_out = Some(HeldOutSelection::default().every(3).grid(grid.clone()));
+    let mut model = dense.clone();
+    let report = prune_model(&mut model, &calib, &s).unwrap();
+    check_pattern(&model, &"0.5".parse().unwrap());
+    for layer in &report.layers {
+        let h = layer.held_out.expect("every layer records its held-out choice");
+        assert!(grid.contains(&h.damping), "{}: {}", layer.layer, h.damping);
+        assert_eq!(layer.update_kept, h.error_update < h.error_baseline, "{}", layer.layer);
+        assert!(h.error_update.is_finite() && h.error_baseline > 0.0);
+    }
+    // Fewer fitted tokens than without holding out: another model.
+    let mut all = dense.clone();
+    prune_model(&mut all, &calib, &settings("0.5", MaskerChoice::Wanda, "direct")).unwrap();
+    assert_ne!(all.blocks[0].q, model.blocks[0].q);
+
+    let refused = |s: &PruneSettings| {
+        matches!(prune_model(&mut dense.clone(), &calib, s), Err(optima::OptimaError::InvalidSetting(_)))
+    };
+    let mut none = settings("0.5", MaskerChoice::Wanda, "none");
+    none.held_out = Some(HeldOutSelection::default());
+    assert!(refused(&none), "nothing to choose without an update");
+    for selection in [
+        HeldOutSelection::default().every(1),
+        HeldOutSelection::default().every(calib.len() + 1),
+        HeldOutSelection::default().grid(vec![]),
+        HeldOutSelection::default().grid(vec![0.01, f64::NAN]),
+    ] {
+        let mut bad = s.clone();
+        bad.held_out = Some(selection.clone());
+        assert!(refused(&bad), "{selection:?}");
+    }
+}

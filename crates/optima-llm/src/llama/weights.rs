@@ -194,7 +194,11 @@ impl LlamaBlock {
 
 fn same_tokens(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Result<()> {
     if a.nrows() != b.nrows() {
-        return Err(OptimaError::shape("stage inputs", format!("{} tokens", a.nrows()), format!("{} tokens", b.nrows())));
+        return Err(OptimaError::shape(
+            "stage inputs",
+            format!("{} tokens", a.nrows()),
+            format!("{} tokens", b.nrows()),
+        ));
     }
     Ok(())
 }

@@ -72,6 +72,7 @@ pub fn settings(pattern: &str, masker: MaskerChoice, update: &str) -> PruneSetti
         masker,
         update: (update != "none").then(|| update.parse::<SolverSpec>().unwrap().parallelism(Parallelism::Threads(2))),
         percdamp: 0.01,
+        held_out: None,
         keep_only_improving: false,
         objective: optima_llm::settings::Objective::Layer,
         order: optima_llm::settings::InBlockOrder::Sequential,

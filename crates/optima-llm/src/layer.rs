@@ -1,0 +1,258 @@
+//! One linear layer's pruning: its mask, its weight update (at the run's damping, or chosen from a
+//! grid on held-out calibration tokens), and the record of what was done.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ndarray::Array2;
+
+use super::held_out::{HeldOut, HeldOutRecord};
+use super::llama::LinearKind;
+use super::report::LayerRecord;
+use super::settings::{MaskerChoice, PruneSettings};
+use optima::backend::Parallelism;
+use optima::error::{OptimaError, Result};
+use optima::hessian::dense_target;
+use optima::mask::{MagnitudeMasker, Masker, SparseGptMasker, WandaMasker};
+use optima::memory::Bytes;
+use optima::problem::{Hessian, LayerProblem, Mask, RowStatus, SolveReport};
+use optima::solve::{QpSolver, RowChunked, SolverSpec, SparseGptSettings, evaluate};
+
+/// How one layer's weights are updated: the run's solver (none for mask-only) and the memory the
+/// solve may use (`None`: unbounded).
+pub(crate) struct LayerUpdate {
+    pub(crate) solver: Option<Arc<dyn QpSolver + Send + Sync>>,
+    pub(crate) budget: Option<Bytes>,
+}
+
+/// What one layer is fitted from.
+pub(crate) struct LayerFit<'a> {
+    /// The dense weights (m×n).
+    pub(crate) weight: Array2<f64>,
+    /// The Hessian of its fitted calibration tokens, damped with the run's damping.
+    pub(crate) hessian: Hessian,
+    /// The cross term `C` (dense objective): the update fits `W̃ = H⁻¹(C + δI)W`, not `W`.
+    pub(crate) cross: Option<&'a Array2<f64>>,
+    /// Held-out statistics, when the damping is chosen on held-out tokens.
+    pub(crate) held_out: Option<&'a HeldOut>,
+}
+
+/// What the layer's update fits at `hessian`'s damping: `W`, or the dense target.
+fn target(fit: &LayerFit<'_>, hessian: &Hessian, par: Parallelism) -> Result<Array2<f64>> {
+    match fit.cross {
+        Some(cross) => dense_target(fit.weight.view(), hessian, cross.view(), par),
+        None => Ok(fit.weight.clone()),
+    }
+}
+
+/// Masks and updates one layer; writes the result into `out` (pruned entries exactly 0).
+pub(crate) fn prune_layer(
+    block: usize,
+    kind: LinearKind,
+    fit: LayerFit<'_>,
+    settings: &PruneSettings,
+    update: LayerUpdate,
+    out: &mut Array2<f32>,
+) -> Result<LayerRecord> {
+    let par: Parallelism = settings.parallelism;
+    let t = Instant::now();
+    let weight = target(&fit, &fit.hessian, par)?;
+    let (mask, masker_weights): (Mask, Option<Array2<f64>>) = match settings.masker {
+        MaskerChoice::Magnitude => (MagnitudeMasker.select(weight.view(), &fit.hessian, &settings.pattern)?, None),
+        MaskerChoice::Wanda => (WandaMasker.select(weight.view(), &fit.hessian, &settings.pattern)?, None),
+        MaskerChoice::SparseGpt => {
+            let masker = SparseGptMasker::new(SparseGptSettings::default().parallelism(par));
+            let (mask, updated) = masker.select_and_update(weight.view(), &fit.hessian, &settings.pattern)?;
+            (mask, Some(updated))
+        }
+    };
+    let mask_seconds = t.elapsed().as_secs_f64();
+    let problem = LayerProblem::new(weight, fit.hessian.clone(), mask)?;
+    if let Some(dir) = &settings.save_problems {
+        let path = dir.join(format!("blk.{block}.{}.safetensors", kind.short_name()));
+        let undamped = problem.hessian().undamped();
+        optima::io::write_problem_file(&path, problem.weight(), undamped.view(), Some(problem.mask()))?;
+    }
+    let m = problem.rows();
+    let unit = |name: &str, weights: &Array2<f64>, problem: &LayerProblem, seconds: f64| -> Result<SolveReport> {
+        let status = vec![RowStatus::Solved; m];
+        let iterations = vec![usize::from(name != "none"); m];
+        par.install(|| evaluate(name, problem, weights.view(), &iterations, &status, seconds, par))
+    };
+    let t = Instant::now();
+    let solve = |problem: &LayerProblem| -> Result<(Array2<f64>, SolveReport)> {
+        let (Some(spec), Some(solver)) = (&settings.update, &update.solver) else {
+            return Err(OptimaError::Internal(format!("{kind}: no solver was made")));
+        };
+        let solution = match update.budget {
+            Some(budget) => {
+                let what = format!("{kind} ({m}×{}) with {}", problem.cols(), spec.name());
+                RowChunked::for_budget(solver.clone(), m, problem.cols(), budget, &what)?.solve(problem, None)?
+            }
+            None => solver.solve(problem, None)?,
+        };
+        Ok((solution.weight, solution.report))
+    };
+    let (new_weight, report, update_kept, held_out) = match (&settings.update, masker_weights, fit.held_out) {
+        (None, _, _) => {
+            let masked = problem.masked_weight();
+            let report = unit("none", &masked, &problem, 0.0)?;
+            (masked, report, false, None)
+        }
+        // SparseGPT's own update came with its mask.
+        (Some(SolverSpec::SparseGpt(_)), Some(updated), None) => {
+            let report = unit("sparsegpt", &updated, &problem, mask_seconds)?;
+            let kept = !settings.keep_only_improving || report.objective < report.objective_mask_only;
+            (updated, report, kept, None)
+        }
+        (Some(_), _, None) => {
+            let (weights, report) = solve(&problem)?;
+            let kept = !settings.keep_only_improving || report.objective < report.objective_mask_only;
+            (weights, report, kept, None)
+        }
+        (Some(_), own, Some(held_out)) => {
+            let grid = settings.held_out.as_ref().map(|s| s.grid.as_slice()).unwrap_or_default();
+            let scorer = held_out.scorer(fit.weight.view(), par)?;
+            // The mask's own weights: SparseGPT's update where it chose the mask, else the masked W.
+            let baseline = own.unwrap_or_else(|| {
+                let mut masked = fit.weight.clone();
+                ndarray::Zip::indexed(&mut masked).for_each(|(i, j), w| {
+                    if problem.mask().is_pruned(i, j) {
+                        *w = 0.0;
+                    }
+                });
+                masked
+            });
+            let error_baseline = scorer.error(baseline.view())?;
+            let mut best: Option<(f64, f64, Array2<f64>, SolveReport)> = None;
+            for &damping in grid {
+                let hessian = Hessian::new(fit.hessian.undamped(), damping)?;
+                let candidate = LayerProblem::new(target(&fit, &hessian, par)?, hessian, problem.mask().clone())?;
+                let (weights, report) = solve(&candidate)?;
+                let error = scorer.error(weights.view())?;
+                if best.as_ref().is_none_or(|(e, ..)| error < *e) {
+                    best = Some((error, damping, weights, report));
+                }
+            }
+            let (error_update, damping, weights, report) =
+                best.ok_or_else(|| OptimaError::InvalidSetting("the held-out damping grid is empty".into()))?;
+            let record = HeldOutRecord { damping, error_update, error_baseline };
+            if error_update < error_baseline {
+                (weights, report, true, Some(record))
+            } else {
+                let report = unit("none", &baseline, &problem, 0.0)?;
+                (baseline, report, false, Some(record))
+            }
+        }
+    };
+    let (new_weight, report) = if settings.update.is_some() && !update_kept && held_out.is_none() {
+        let masked = problem.masked_weight();
+        let report = unit("none", &masked, &problem, 0.0)?;
+        (masked, report)
+    } else {
+        (new_weight, report)
+    };
+    let solve_seconds = t.elapsed().as_secs_f64();
+    if new_weight.iter().any(|v| !v.is_finite()) {
+        return Err(OptimaError::Numerical(format!("{kind}: the update produced a non-finite weight")));
+    }
+    if out.dim() != new_weight.dim() {
+        return Err(OptimaError::shape(
+            kind.short_name(),
+            format!("{:?}", out.dim()),
+            format!("{:?}", new_weight.dim()),
+        ));
+    }
+    ndarray::Zip::indexed(out).and(&new_weight).for_each(|(i, j), v, &w| {
+        *v = if problem.mask().is_pruned(i, j) { 0.0 } else { w as f32 };
+    });
+    Ok(LayerRecord {
+        block,
+        layer: kind,
+        rows: m,
+        cols: problem.cols(),
+        sparsity: problem.mask().sparsity(),
+        error_before: report.error_before,
+        error_after: report.error_after,
+        kkt_residual: report.kkt_residual,
+        iterations: report.iterations,
+        failed_rows: report.failed_rows,
+        chunks: report.chunks,
+        update_kept,
+        held_out,
+        mask_seconds,
+        solve_seconds,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::held_out::HeldOutSelection;
+    use crate::settings::{InBlockOrder, Objective};
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    fn settings(grid: Vec<f64>) -> PruneSettings {
+        PruneSettings {
+            pattern: "0.5".parse().unwrap(),
+            masker: MaskerChoice::Wanda,
+            update: Some("direct".parse().unwrap()),
+            objective: Objective::Layer,
+            order: InBlockOrder::Sequential,
+            percdamp: 0.01,
+            held_out: Some(HeldOutSelection::default().grid(grid)),
+            keep_only_improving: false,
+            parallelism: Parallelism::Sequential,
+            device: optima::Device::Cpu,
+            max_blocks: None,
+            memory_budget: None,
+            save_problems: None,
+        }
+    }
+
+    /// Prunes a 6×12 layer fitted on 20 random tokens, choosing the damping on `held_out`.
+    fn prune(held_out: Array2<f64>, grid: Vec<f64>) -> (LayerRecord, Array2<f32>, Array2<f64>) {
+        let mut rng = StdRng::seed_from_u64(3);
+        let x = Array2::from_shape_fn((20, 12), |_| rng.random_range(-1.0..1.0f64));
+        let train = x.t().dot(&x) / 20.0;
+        let weight = Array2::from_shape_fn((6, 12), |_| rng.random_range(-1.0..1.0f64));
+        let settings = settings(grid);
+        let solver = settings.update.as_ref().unwrap().build(optima::Device::Cpu).unwrap();
+        let held = HeldOut::of_layer(held_out);
+        let fit = LayerFit {
+            weight: weight.clone(),
+            hessian: Hessian::new(train, settings.percdamp).unwrap(),
+            cross: None,
+            held_out: Some(&held),
+        };
+        let mut out = Array2::<f32>::zeros((6, 12));
+        let update = LayerUpdate { solver: Some(Arc::from(solver)), budget: None };
+        let record = prune_layer(0, LinearKind::Q, fit, &settings, update, &mut out).unwrap();
+        (record, out, weight)
+    }
+
+    #[test]
+    fn held_out_tokens_like_the_fitted_ones_choose_the_exact_fit() {
+        // Held-out statistics equal to the fitted ones: the undamped exact solve is strictly best.
+        let mut rng = StdRng::seed_from_u64(3);
+        let x = Array2::from_shape_fn((20, 12), |_| rng.random_range(-1.0..1.0f64));
+        let (record, ..) = prune(x.t().dot(&x) / 20.0, vec![1.0, 0.0, 0.1]);
+        let chosen = record.held_out.unwrap();
+        assert_eq!(chosen.damping, 0.0);
+        assert!(record.update_kept && chosen.error_update < chosen.error_baseline, "{chosen:?}");
+    }
+
+    #[test]
+    fn held_out_tokens_that_punish_any_move_keep_the_mask_alone() {
+        // H = I on the held-out tokens: the error is ‖ŵ − w‖², so the most damped update is the
+        // best candidate, and the masked weights (which move no kept weight) beat every update.
+        let (record, out, weight) = prune(Array2::eye(12), vec![0.0, 10.0, 0.1]);
+        let chosen = record.held_out.unwrap();
+        assert_eq!(chosen.damping, 10.0);
+        assert!(!record.update_kept && chosen.error_baseline < chosen.error_update, "{chosen:?}");
+        for ((i, j), &v) in out.indexed_iter() {
+            assert!(v == 0.0 || v == weight[[i, j]] as f32, "kept weights stay dense at ({i}, {j})");
+        }
+        assert_eq!(record.error_after, record.error_before, "the report is the mask's own");
+    }
+}
