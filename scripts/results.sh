@@ -1,32 +1,64 @@
 #!/usr/bin/env bash
-# Writes docs/results.md: SmolLM2-135M pruned with magnitude, Wanda and SparseGPT masks, each with
-# its own update (SparseGPT) or none, and with exact reconstruction; 50% unstructured and 2:4.
-# Perplexity on the Jargon File and the mean layer error E. About an hour on 2 cores.
+# Writes docs/results.md and docs/perplexity-vs-sparsity.png: SmolLM2-135M pruned by the published
+# recipes (--preset, run by the same code) and by optima's levers alone and combined, at 50%, 2:4
+# and a sparsity sweep. Every run is evaluated on two texts: the Jargon File (the protocol) and the
+# GNU Coding Standards (a second text nothing was tuned on). Hours on 2 cores: each run is skipped
+# when its result exists and the table is rewritten after every run, so an interrupted script can
+# simply be started again; `./scripts/results.sh quick` runs only the 50% and 2:4 rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=assets/SmolLM2-135M-Instruct.Q4_1.gguf
-[ -f "$model" ] && [ -d assets/fortunes ] && [ -f assets/jargon.txt.gz ] || ./scripts/fetch-assets.sh
+[ -f "$model" ] && [ -d assets/fortunes ] && [ -f assets/jargon.txt.gz ] && [ -f assets/gnu-standards.txt.gz ] \
+  || ./scripts/fetch-assets.sh
 cargo build --release --quiet -p optima-cli
 bin=./target/release/optima
-mkdir -p out/results
-eval_args=(--start-char 7697 --windows 16 --window-len 512)
-$bin perplexity --model "$model" --text assets/jargon.txt.gz "${eval_args[@]}" --json > out/results/dense.json
-# Most informative runs first; each run is skipped when its result exists, and the table is
-# rewritten after every run, so an interrupted script can simply be started again.
-runs=(
-  "wanda 0.5 none" "wanda 0.5 direct" "wanda 2:4 none" "wanda 2:4 direct"
-  "sparsegpt 0.5 sparsegpt" "sparsegpt 0.5 direct" "sparsegpt 2:4 sparsegpt" "sparsegpt 2:4 direct"
-  "magnitude 0.5 none" "magnitude 0.5 direct" "magnitude 2:4 none" "magnitude 2:4 direct"
-)
-for run in "${runs[@]}"; do
-  read -r masker pattern solver <<<"$run"
-  tag="${masker}-${pattern/:/of}-${solver}"
-  if [ ! -f "out/results/$tag.json" ]; then
-    echo "== $tag" >&2
-    $bin prune --model "$model" --calib assets/fortunes --pattern "$pattern" --masker "$masker" --solver "$solver" \
-      --report "out/results/$tag-layers.json" --eval assets/jargon.txt.gz "${eval_args[@]}" --json > "out/results/$tag.tmp"
-    mv "out/results/$tag.tmp" "out/results/$tag.json"
-  fi
-  ./scripts/results-table.py > docs/results.md
+out=out/results
+mkdir -p "$out"
+texts=(--eval assets/jargon.txt.gz --eval assets/gnu-standards.txt.gz --start-char 7697 --start-char 10000
+  --windows 16 --window-len 512)
+for t in "assets/jargon.txt.gz 7697 dense" "assets/gnu-standards.txt.gz 10000 dense-gnu"; do
+  read -r text start tag <<<"$t"
+  [ -f "$out/$tag.json" ] || $bin perplexity --model "$model" --text "$text" --start-char "$start" \
+    --windows 16 --window-len 512 --json > "$out/$tag.json"
 done
+# tag | flags (the default pipeline is no flags at all). Most informative first.
+runs=(
+  "sparsegpt-0.5|--preset sparsegpt --pattern 0.5"
+  "default-0.5|--pattern 0.5"
+  "wanda-0.5|--preset wanda --pattern 0.5"
+  "auto-sequential-0.5|--held-out 0 --pattern 0.5"
+  "auto-parallel-0.5|--in-block parallel --held-out 0 --pattern 0.5"
+  "sparsegpt-2of4|--preset sparsegpt --pattern 2:4"
+  "default-2of4|--pattern 2:4"
+  "wanda-2of4|--preset wanda --pattern 2:4"
+  "auto-sequential-2of4|--held-out 0 --pattern 2:4"
+)
+if [ "${1:-}" != quick ]; then
+  for s in 0.7 0.6 0.3; do
+    runs+=("sparsegpt-$s|--preset sparsegpt --pattern $s" "default-$s|--pattern $s" "wanda-$s|--preset wanda --pattern $s")
+  done
+  runs+=(
+    "default-0.5-128x512|--pattern 0.5 --calib-seqs 128 --seq-len 512"
+    "sparsegpt-0.5-128x512|--preset sparsegpt --pattern 0.5 --calib-seqs 128 --seq-len 512"
+    "auto-parallel-2of4|--in-block parallel --held-out 0 --pattern 2:4"
+    "optima-paper-0.5|--preset optima-paper --pattern 0.5"
+    "sparsegpt-mask-default-0.5|--masker sparsegpt --pattern 0.5"
+    "dense-objective-0.5|--objective dense --pattern 0.5"
+  )
+  for s in 0.4; do
+    runs+=("sparsegpt-$s|--preset sparsegpt --pattern $s" "default-$s|--pattern $s" "wanda-$s|--preset wanda --pattern $s")
+  done
+fi
+for run in "${runs[@]}"; do
+  tag="${run%%|*}"
+  read -r -a flags <<<"${run#*|}"
+  if [ ! -f "$out/$tag.json" ]; then
+    echo "== $tag: optima prune ${flags[*]}" >&2
+    $bin prune --model "$model" --calib assets/fortunes "${flags[@]}" --report "$out/$tag-layers.json" \
+      "${texts[@]}" --json > "$out/$tag.tmp"
+    mv "$out/$tag.tmp" "$out/$tag.json"
+  fi
+  ./scripts/results-table.py > docs/results.md.tmp && mv docs/results.md.tmp docs/results.md
+done
+./scripts/results-plot.sh
 cat docs/results.md

@@ -71,6 +71,11 @@ pub struct BenchArgs {
     /// Print JSON (one array) instead of a table.
     #[arg(long)]
     json: bool,
+    /// Measure this machine's f32 GEMM rate at SmolLM2's forward-pass shapes (256 tokens against
+    /// 576×576, 576×1536 and 1536×576 weights) instead of solvers: the yardstick of the pipeline's
+    /// forward GFLOP/s.
+    #[arg(long)]
+    gemm_rate: bool,
 }
 
 /// Parses `MxN`.
@@ -98,6 +103,9 @@ fn first_rows(problem: LayerProblem, rows: Option<usize>) -> optima::Result<Laye
 
 pub fn run(args: BenchArgs) -> optima::Result<()> {
     let par = Parallelism::from_threads(args.threads);
+    if args.gemm_rate {
+        return gemm_rate(par, args.repeat.max(3), args.json);
+    }
     let flags = SolverFlags {
         tolerance: Some(args.tol),
         pdhg_tolerance: args.pdhg_tol,
@@ -181,6 +189,49 @@ fn run_llama(args: &BenchArgs, solvers: Vec<SolverSpec>, parallelism: Parallelis
         eprint!("{}", llama_markdown(&report));
     } else {
         print!("{}", llama_markdown(&report));
+    }
+    Ok(())
+}
+
+/// The f32 GEMM rate `x Wᵀ` at the forward pass's shapes, best of `repeat` rounds of 8 products.
+fn gemm_rate(par: Parallelism, repeat: usize, json: bool) -> optima::Result<()> {
+    let mut rows = Vec::new();
+    for (tokens, inputs, outputs) in [(256, 576, 576), (256, 576, 1536), (256, 1536, 576)] {
+        let x = faer::Mat::<f32>::from_fn(tokens, inputs, |i, j| ((i * 7 + j * 3) % 11) as f32 - 5.0);
+        let w = faer::Mat::<f32>::from_fn(outputs, inputs, |i, j| ((i * 5 + j) % 13) as f32 - 6.0);
+        let mut out = faer::Mat::<f32>::zeros(tokens, outputs);
+        let mut best = f64::INFINITY;
+        for _ in 0..repeat {
+            let t = std::time::Instant::now();
+            for _ in 0..8 {
+                faer::linalg::matmul::matmul(
+                    out.as_mut(),
+                    faer::Accum::Replace,
+                    x.as_ref(),
+                    w.as_ref().transpose(),
+                    1.0,
+                    par.faer(),
+                );
+            }
+            best = best.min(t.elapsed().as_secs_f64() / 8.0);
+        }
+        let gflops = 2.0 * (tokens * inputs * outputs) as f64 / best / 1e9;
+        rows.push(serde_json::json!({ "tokens": tokens, "inputs": inputs, "outputs": outputs, "gflop_per_s": gflops }));
+    }
+    if json {
+        println!("{}", serde_json::Value::Array(rows));
+    } else {
+        println!("| x (tokens × in) | W (out × in) | f32 GFLOP/s |\n|---|---|---:|");
+        for r in &rows {
+            println!(
+                "| {} × {} | {} × {} | {:.1} |",
+                r["tokens"],
+                r["inputs"],
+                r["outputs"],
+                r["inputs"],
+                r["gflop_per_s"].as_f64().unwrap_or(0.0)
+            );
+        }
     }
     Ok(())
 }

@@ -30,7 +30,7 @@ enum Command {
     /// Perplexity of a GGUF model on a text.
     Perplexity(perplexity::PerplexityArgs),
     /// Prune a GGUF Llama model block by block and write it out.
-    Prune(prune::PruneArgs),
+    Prune(Box<prune::PruneArgs>),
 }
 
 fn main() -> ExitCode {
@@ -41,7 +41,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Perplexity(args) => perplexity::run(args),
-        Command::Prune(args) => prune::run(args),
+        Command::Prune(args) => prune::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

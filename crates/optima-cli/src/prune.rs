@@ -29,7 +29,8 @@ pub struct PruneArgs {
     pattern: SparsityPattern,
     /// A published recipe: sparsegpt (its mask and update), wanda (its mask, no update) or
     /// optima-paper (Wanda's mask, pdhg at 1e-2, an update kept only where it lowers the
-    /// calibration loss). Flags given explicitly override it. Without one: wanda + auto.
+    /// calibration loss). Flags given explicitly override it. Without one: wanda + auto,
+    /// layers in order inside each block, dampings chosen on held-out calibration sequences.
     #[arg(long)]
     preset: Option<Preset>,
     /// Mask selection: magnitude, wanda or sparsegpt [default: the preset's, else wanda].
@@ -50,7 +51,8 @@ pub struct PruneArgs {
     in_block: Option<InBlockOrder>,
     /// Hold out one calibration sequence in N, choose each layer's update damping from
     /// --damping-grid by the error on them, and keep an update only where it beats the mask's
-    /// own weights there; 0 turns it off [default: the preset's, else off].
+    /// own weights there; 0 turns it off [default: the preset's, else 8 (off with fewer than 8
+    /// calibration sequences or no update)].
     #[arg(long)]
     held_out: Option<usize>,
     /// Relative dampings tried per layer with --held-out, comma-separated
@@ -99,12 +101,13 @@ pub struct PruneArgs {
     /// Write the per-layer report (JSON) here.
     #[arg(long)]
     report: Option<PathBuf>,
-    /// Evaluate perplexity of the pruned model on this text.
+    /// Evaluate perplexity of the pruned model on this text; repeat the flag for several texts.
     #[arg(long)]
-    eval: Option<PathBuf>,
-    /// Characters of the evaluation text to skip.
-    #[arg(long, default_value_t = 0)]
-    start_char: usize,
+    eval: Vec<PathBuf>,
+    /// Characters of the evaluation text to skip: one value for every text, or one per --eval,
+    /// in order [default: 0].
+    #[arg(long)]
+    start_char: Vec<usize>,
     /// Evaluation windows.
     #[arg(long, default_value_t = 16)]
     windows: usize,
@@ -150,7 +153,19 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
     }
     let mut loaded = load_model(&args.model)?;
     let calib_text = read_text(&args.calib)?;
-    let eval_text = args.eval.as_ref().map(|p| read_text(p)).transpose()?;
+    let starts = match args.start_char.as_slice() {
+        [] => vec![0; args.eval.len()],
+        &[one] => vec![one; args.eval.len()],
+        many if many.len() == args.eval.len() => many.to_vec(),
+        many => {
+            return Err(OptimaError::InvalidSetting(format!(
+                "{} --start-char values for {} --eval texts: give one for all, or one per text",
+                many.len(),
+                args.eval.len()
+            )));
+        }
+    };
+    let eval_texts = args.eval.iter().map(|p| read_text(p)).collect::<optima::Result<Vec<_>>>()?;
     let t = Instant::now();
     let calib_tokens = loaded.tokenizer.encode(&calib_text);
     let calibration = calibration_sequences(&calib_tokens, args.calib_seqs, args.seq_len, args.seed)?;
@@ -172,7 +187,7 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
     };
     // The budget covers the whole process: the file as read and its f32 weights come first.
     let file_bytes = std::fs::metadata(&args.model).map(|m| m.len()).unwrap_or(0);
-    let texts = calib_text.len() + eval_text.as_ref().map_or(0, String::len) + 4 * calib_tokens.len();
+    let texts = calib_text.len() + eval_texts.iter().map(String::len).sum::<usize>() + 4 * calib_tokens.len();
     let loaded_bytes =
         Bytes(file_bytes) + Bytes::f32s(loaded.model.parameter_count()) + Bytes(texts as u64) + RUNTIME_OVERHEAD;
     let settings = match args.max_memory {
@@ -230,16 +245,20 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
             }
         }
     }
-    let ppl = match &eval_text {
-        Some(text) => {
-            let tokens = loaded.tokenizer.encode(skip_chars(text, args.start_char));
-            {
-                let bar = crate::progress::PerplexityBar::new(!args.json);
-                Some(perplexity(&loaded.model, &tokens, args.windows, args.window_len, |p| bar.update(p))?)
-            }
-        }
-        None => None,
-    };
+    let mut perplexities = Vec::new();
+    for (text, &start) in eval_texts.iter().zip(&starts) {
+        let tokens = loaded.tokenizer.encode(skip_chars(text, start));
+        let bar = crate::progress::PerplexityBar::new(!args.json);
+        perplexities.push(perplexity(&loaded.model, &tokens, args.windows, args.window_len, |p| bar.update(p))?);
+    }
+    let ppl = perplexities.first().cloned();
+    let evaluations: Vec<_> = args
+        .eval
+        .iter()
+        .zip(&starts)
+        .zip(&perplexities)
+        .map(|((path, start), p)| json!({ "text": path.display().to_string(), "start_char": start, "perplexity": p }))
+        .collect();
     let summary = json!({
         "model": args.model.display().to_string(),
         "pattern": args.pattern.to_string(),
@@ -258,6 +277,8 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         "seq_len": args.seq_len,
         "mean_error_before": report.mean_error_before,
         "mean_error_after": report.mean_error_after,
+        "forward_gflop_per_s": forward_gflop(&loaded.model.config, &calibration, &recipe, settings.max_blocks)
+            / report.forward_seconds.max(1e-9),
         "seconds": {
             "total": start.elapsed().as_secs_f64(),
             "pruning": report.total_seconds,
@@ -268,6 +289,7 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
             "tokenize": tokenize_seconds,
         },
         "perplexity": ppl,
+        "evaluations": evaluations,
         "memory_plan": plan,
         "out": args.out.as_ref().map(|p| p.display().to_string()),
     });
@@ -298,10 +320,14 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
             "mean layer error E: {:.5} with the mask alone, {:.5} after the update",
             report.mean_error_before, report.mean_error_after
         );
-        if let Some(p) = &ppl {
+        for (path, p) in args.eval.iter().zip(&perplexities) {
             println!(
-                "perplexity {:.4} over {} tokens ({} windows of {})",
-                p.ppl, p.tokens_scored, p.windows, p.window_len
+                "perplexity {:.4} on {} over {} tokens ({} windows of {})",
+                p.ppl,
+                path.display(),
+                p.tokens_scored,
+                p.windows,
+                p.window_len
             );
         }
         if let Some(out) = &args.out {
@@ -361,6 +387,13 @@ fn resolve(args: &PruneArgs, par: Parallelism) -> optima::Result<Recipe> {
             })
         }
     };
+    // The default's held-out choice needs an update and enough sequences to hold some out; given
+    // explicitly, the run checks it (and refuses what cannot work).
+    if args.held_out.is_none()
+        && (recipe.update.is_none() || recipe.held_out.as_ref().is_some_and(|h| args.calib_seqs < h.every))
+    {
+        recipe.held_out = None;
+    }
     if let Some(spec) = &recipe.update {
         spec.validate()?;
         if matches!(args.device, Device::Cuda { .. }) {
@@ -379,4 +412,31 @@ fn dampings_chosen(layers: &[optima_llm::report::LayerRecord]) -> serde_json::Va
         }
     }
     json!(counts)
+}
+
+/// The forward passes' arithmetic of a prune in GFLOP: per calibration sequence of `T` tokens and
+/// block, `2·T` per linear weight and `2·heads·head_dim·T²` for the causal attention (QKᵀ and PV,
+/// halved by the mask); one pass per block in order, two with the parallel order (the dense
+/// capture, then the pruned outputs), twice that with the dense objective's second stream.
+fn forward_gflop(
+    config: &optima_llm::llama::LlamaConfig,
+    calibration: &[Vec<u32>],
+    recipe: &Recipe,
+    max_blocks: Option<usize>,
+) -> f64 {
+    use optima_llm::llama::LinearKind;
+    let weights: usize = LinearKind::ALL.iter().map(|k| k.shape(config).0 * k.shape(config).1).sum();
+    let per_block: f64 = calibration
+        .iter()
+        .map(|seq| {
+            let t = seq.len() as f64;
+            2.0 * t * weights as f64 + 2.0 * (config.heads * config.head_dim) as f64 * t * t
+        })
+        .sum();
+    let blocks = max_blocks.map_or(config.blocks, |b| b.min(config.blocks)) as f64;
+    let passes = match recipe.order {
+        InBlockOrder::Sequential => 1.0,
+        InBlockOrder::Parallel => 2.0,
+    } * if recipe.objective == Objective::Dense { 2.0 } else { 1.0 };
+    per_block * blocks * passes / 1e9
 }

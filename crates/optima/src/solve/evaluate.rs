@@ -32,7 +32,9 @@ pub fn evaluate(
     let delta_mask_only = &problem.masked_weight() - &w;
     let h_w = times_hessian(w, h, par);
     let h_delta = times_hessian(delta.view(), h, par);
-    let h_delta0 = times_hessian(delta_mask_only.view(), h, par);
+    // A mask-only answer (every report of a run without an update) needs no third product.
+    let h_delta0 =
+        if delta == delta_mask_only { h_delta.clone() } else { times_hessian(delta_mask_only.view(), h, par) };
 
     let row_dot = |a: &Array2<f64>, b: &Array2<f64>, i: usize| a.row(i).dot(&b.row(i));
     let mut rows = Vec::with_capacity(m);
