@@ -38,7 +38,8 @@ lines = [
 ]
 
 ROWS = [
-    ("sparsegpt", "`--preset sparsegpt` (SparseGPT's mask and update, in order, 1%)"),
+    ("sparsegpt", "`--preset sparsegpt` (SparseGPT's mask and update, 1%)"),
+    ("sparsegpt-sequential", "`--preset sparsegpt --in-block sequential`"),
     ("wanda", "`--preset wanda` (Wanda's mask, no update)"),
     ("optima-paper", "`--preset optima-paper` (Wanda + pdhg 1e-2, kept if it lowers the loss)"),
     ("auto-parallel", "Wanda + exact, 1%, layers on the block's unpruned inputs (the old default)"),

@@ -28,6 +28,7 @@ runs=(
   "wanda-0.5|--preset wanda --pattern 0.5"
   "auto-sequential-0.5|--held-out 0 --pattern 0.5"
   "auto-parallel-0.5|--in-block parallel --held-out 0 --pattern 0.5"
+  "sparsegpt-sequential-0.5|--preset sparsegpt --in-block sequential --pattern 0.5"
   "sparsegpt-2of4|--preset sparsegpt --pattern 2:4"
   "default-2of4|--pattern 2:4"
   "wanda-2of4|--preset wanda --pattern 2:4"

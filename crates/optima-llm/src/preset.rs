@@ -18,8 +18,9 @@ use crate::settings::{HeldOutSelection, InBlockOrder, MaskerChoice, Objective};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Preset {
-    /// SparseGPT (Frantar & Alistarh, 2023): its own mask and update, 1% damping, layers
-    /// calibrated in order inside each block as its reference code does.
+    /// SparseGPT (Frantar & Alistarh, 2023): its own mask and update, 1% damping, every layer of a
+    /// block calibrated on the block's unpruned activations in one pass, as its reference code
+    /// does for Llama (one group of all the block's layers).
     #[serde(rename = "sparsegpt")]
     SparseGpt,
     /// Wanda (Sun et al., 2023): its mask, no update, every layer of a block scored on the
@@ -71,7 +72,7 @@ impl Preset {
                 masker: MaskerChoice::SparseGpt,
                 update: Some(SolverSpec::SparseGpt(SparseGptSettings::default())),
                 objective: Objective::Layer,
-                order: InBlockOrder::Sequential,
+                order: InBlockOrder::Parallel,
                 percdamp: DEFAULT_PERCDAMP,
                 held_out: None,
                 keep_only_improving: false,
@@ -147,7 +148,7 @@ mod tests {
         assert_eq!(sparsegpt.masker, MaskerChoice::SparseGpt);
         assert!(matches!(sparsegpt.update, Some(SolverSpec::SparseGpt(s)) if s == SparseGptSettings::default()));
         assert_eq!((sparsegpt.percdamp, sparsegpt.keep_only_improving), (0.01, false));
-        assert_eq!(sparsegpt.order, InBlockOrder::Sequential);
+        assert_eq!(sparsegpt.order, InBlockOrder::Parallel);
         assert_eq!(Preset::Wanda.recipe().order, InBlockOrder::Parallel);
         assert_eq!(Preset::OptimaPaper.recipe().order, InBlockOrder::Parallel);
         for preset in [Preset::SparseGpt, Preset::Wanda, Preset::OptimaPaper] {

@@ -68,11 +68,11 @@ impl FromStr for Objective {
 #[serde(rename_all = "lowercase")]
 pub enum InBlockOrder {
     /// q/k/v first, then o_proj on the attention of the pruned q/k/v, then gate/up on the output
-    /// of the pruned attention, then down_proj on the pruned gate/up (SparseGPT's reference).
+    /// of the pruned attention, then down_proj on the pruned gate/up (GPTQ's `--true-sequential`).
     #[default]
     Sequential,
     /// Every layer on the block's activations with its dense weights, all captured in one pass
-    /// (Wanda's reference).
+    /// (the SparseGPT and Wanda reference code for Llama).
     Parallel,
 }
 
