@@ -198,7 +198,10 @@ fn presets_run_their_recipes_and_explicit_flags_override_them() {
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let prune = |extra: &[&str]| -> serde_json::Value {
         let (model, text) = (s(&model), s(&text));
-        let mut args = vec!["prune", "--model", &model, "--calib", &text, "--calib-seqs", "4", "--seq-len", "32"];
+        let mut args = vec!["prune", "--model", &model, "--calib", &text, "--seq-len", "32"];
+        if !extra.contains(&"--calib-seqs") {
+            args.extend(["--calib-seqs", "4"]);
+        }
         args.extend(["--max-blocks", "1", "--json"]);
         args.extend(extra);
         let out = Command::new(env!("CARGO_BIN_EXE_optima")).args(&args).output().unwrap();
@@ -234,6 +237,39 @@ fn presets_run_their_recipes_and_explicit_flags_override_them() {
     assert_eq!(
         recipe(&overridden),
         (json!("optima-paper"), json!("magnitude"), json!("direct"), json!(0.1), json!(true))
+    );
+    // In-block order: the presets calibrate a block in one pass, the default in order.
+    assert_eq!(prune(&[])["in_block"], "sequential");
+    for v in [&sparsegpt, &wanda, &paper] {
+        assert_eq!(v["in_block"], "parallel", "{}", v["preset"]);
+    }
+    assert_eq!(prune(&["--in-block", "parallel"])["in_block"], "parallel");
+    // Held-out dampings: the default's with 8 sequences or more (off with the 4 above), none for
+    // the presets, explicit flags either way.
+    assert_eq!(prune(&[])["held_out"], json!(null), "4 sequences are too few to hold 1 in 8 out");
+    let held = prune(&["--calib-seqs", "8"]);
+    assert_eq!(held["held_out"], json!({ "every": 8, "grid": [0.01, 0.03, 0.1, 0.3] }));
+    let chosen: u64 = held["dampings_chosen"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(chosen, held["updates_kept"].as_u64().unwrap());
+    let explicit = prune(&["--preset", "sparsegpt", "--held-out", "2", "--damping-grid", "0.1,1"]);
+    assert_eq!(explicit["held_out"], json!({ "every": 2, "grid": [0.1, 1.0] }));
+    assert_eq!(prune(&["--calib-seqs", "8", "--held-out", "0"])["held_out"], json!(null));
+    assert_eq!(prune(&["--calib-seqs", "8", "--solver", "none"])["held_out"], json!(null), "nothing to choose");
+    let refused = |extra: &[&str], says: &str| {
+        let (m, t) = (s(&model), s(&text));
+        let mut args = vec!["prune", "--model", &m, "--calib", &t, "--calib-seqs", "4", "--seq-len", "32"];
+        args.extend(extra);
+        let out = Command::new(env!("CARGO_BIN_EXE_optima")).args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(says), "{extra:?}: {stderr}");
+    };
+    refused(&["--preset", "wanda", "--damping-grid", "0.1"], "--damping-grid needs --held-out");
+    refused(&["--held-out", "2", "--solver", "none"], "needs a weight update");
+    refused(&["--held-out", "8"], "needs at least 8 sequences");
+    let t = s(&text);
+    refused(
+        &["--eval", &t, "--eval", &t, "--start-char", "1", "--start-char", "2", "--start-char", "3"],
+        "--start-char values",
     );
     let bad = Command::new(env!("CARGO_BIN_EXE_optima"))
         .args(["prune", "--model", &s(&model), "--calib", &s(&text), "--preset", "obs"])
