@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use ndarray::Array2;
+use ndarray::{Array2, Axis};
 
 use super::held_out::{HeldOut, HeldOutRecord};
 use super::llama::LinearKind;
@@ -86,8 +86,9 @@ pub(crate) fn prune_layer(
         };
         let solution = match update.budget {
             Some(budget) => {
-                let what = format!("{kind} ({m}×{}) with {}", problem.cols(), spec.name());
-                RowChunked::for_budget(solver.clone(), m, problem.cols(), budget, &what)?.solve(problem, None)?
+                let (rows, cols) = (problem.rows(), problem.cols());
+                let what = format!("{kind} ({rows}×{cols}) with {}", spec.name());
+                RowChunked::for_budget(solver.clone(), rows, cols, budget, &what)?.solve(problem, None)?
             }
             None => solver.solve(problem, None)?,
         };
@@ -112,32 +113,14 @@ pub(crate) fn prune_layer(
         }
         (Some(_), own, Some(held_out)) => {
             let grid = settings.held_out.as_ref().map(|s| s.grid.as_slice()).unwrap_or_default();
-            let scorer = held_out.scorer(fit.weight.view(), par)?;
             // The mask's own weights: SparseGPT's update where it chose the mask, else the masked W.
             let baseline = own.unwrap_or_else(|| {
                 let mut masked = fit.weight.clone();
-                ndarray::Zip::indexed(&mut masked).for_each(|(i, j), w| {
-                    if problem.mask().is_pruned(i, j) {
-                        *w = 0.0;
-                    }
-                });
+                enforce(&mut masked, problem.mask());
                 masked
             });
-            let error_baseline = scorer.error(baseline.view())?;
-            let mut best: Option<(f64, f64, Array2<f64>, SolveReport)> = None;
-            for &damping in grid {
-                let hessian = Hessian::new(fit.hessian.undamped(), damping)?;
-                let candidate = LayerProblem::new(target(&fit, &hessian, par)?, hessian, problem.mask().clone())?;
-                let (weights, report) = solve(&candidate)?;
-                let error = scorer.error(weights.view())?;
-                if best.as_ref().is_none_or(|(e, ..)| error < *e) {
-                    best = Some((error, damping, weights, report));
-                }
-            }
-            let (error_update, damping, weights, report) =
-                best.ok_or_else(|| OptimaError::InvalidSetting("the held-out damping grid is empty".into()))?;
-            let record = HeldOutRecord { damping, error_update, error_baseline };
-            if error_update < error_baseline {
+            let (weights, report, record) = choose_damping(&fit, &problem, grid, &baseline, held_out, &solve, par)?;
+            if record.error_update < record.error_baseline {
                 (weights, report, true, Some(record))
             } else {
                 let report = unit("none", &baseline, &problem, 0.0)?;
@@ -185,6 +168,68 @@ pub(crate) fn prune_layer(
     })
 }
 
+/// Layers with at least this many rows score the damping grid on every [`GRID_ROW_STRIDE`]-th row
+/// and solve all rows once, at the chosen damping; smaller layers score every row.
+pub(crate) const GRID_SAMPLE_MIN_ROWS: usize = 256;
+/// The row stride of the grid's sample.
+pub(crate) const GRID_ROW_STRIDE: usize = 4;
+
+/// The update at the damping of `grid` with the lowest held-out error (docs/math.md, "Damping from
+/// held-out tokens"), its report, and the record of the choice against `baseline`.
+fn choose_damping(
+    fit: &LayerFit<'_>,
+    problem: &LayerProblem,
+    grid: &[f64],
+    baseline: &Array2<f64>,
+    held_out: &HeldOut,
+    solve: &dyn Fn(&LayerProblem) -> Result<(Array2<f64>, SolveReport)>,
+    par: Parallelism,
+) -> Result<(Array2<f64>, SolveReport, HeldOutRecord)> {
+    let m = problem.rows();
+    let rows: Vec<usize> =
+        if m >= GRID_SAMPLE_MIN_ROWS { (0..m).step_by(GRID_ROW_STRIDE).collect() } else { (0..m).collect() };
+    let sampled = rows.len() < m;
+    let sample_weight = fit.weight.select(Axis(0), &rows);
+    let sample_mask =
+        Mask::from_fn(rows.len(), problem.cols(), |i, j| rows.get(i).is_some_and(|&r| problem.mask().is_pruned(r, j)));
+    let sample_fit = LayerFit { weight: sample_weight, hessian: fit.hessian.clone(), cross: fit.cross, held_out: None };
+    let sample_scorer = held_out.scorer(sample_fit.weight.view(), par)?;
+    let mut best: Option<(f64, Hessian, Array2<f64>, SolveReport)> = None;
+    for &damping in grid {
+        let hessian = Hessian::new(fit.hessian.undamped(), damping)?;
+        let candidate = LayerProblem::new(target(&sample_fit, &hessian, par)?, hessian.clone(), sample_mask.clone())?;
+        let (weights, report) = solve(&candidate)?;
+        let error = sample_scorer.error(weights.view())?;
+        if best.as_ref().is_none_or(|(e, ..)| error < *e) {
+            best = Some((error, hessian, weights, report));
+        }
+    }
+    let (_, hessian, weights, report) =
+        best.ok_or_else(|| OptimaError::InvalidSetting("the held-out damping grid is empty".into()))?;
+    let damping = hessian.percdamp();
+    let (weights, report) = if sampled {
+        solve(&LayerProblem::new(target(fit, &hessian, par)?, hessian, problem.mask().clone())?)?
+    } else {
+        (weights, report)
+    };
+    let scorer = held_out.scorer(fit.weight.view(), par)?;
+    let record = HeldOutRecord {
+        damping,
+        error_update: scorer.error(weights.view())?,
+        error_baseline: scorer.error(baseline.view())?,
+    };
+    Ok((weights, report, record))
+}
+
+/// Sets the pruned entries of `weight` to 0.
+fn enforce(weight: &mut Array2<f64>, mask: &Mask) {
+    ndarray::Zip::indexed(weight).for_each(|(i, j), w| {
+        if mask.is_pruned(i, j) {
+            *w = 0.0;
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,10 +257,14 @@ mod tests {
 
     /// Prunes a 6×12 layer fitted on 20 random tokens, choosing the damping on `held_out`.
     fn prune(held_out: Array2<f64>, grid: Vec<f64>) -> (LayerRecord, Array2<f32>, Array2<f64>) {
+        prune_rows(6, held_out, grid)
+    }
+
+    fn prune_rows(rows: usize, held_out: Array2<f64>, grid: Vec<f64>) -> (LayerRecord, Array2<f32>, Array2<f64>) {
         let mut rng = StdRng::seed_from_u64(3);
         let x = Array2::from_shape_fn((20, 12), |_| rng.random_range(-1.0..1.0f64));
         let train = x.t().dot(&x) / 20.0;
-        let weight = Array2::from_shape_fn((6, 12), |_| rng.random_range(-1.0..1.0f64));
+        let weight = Array2::from_shape_fn((rows, 12), |_| rng.random_range(-1.0..1.0f64));
         let settings = settings(grid);
         let solver = settings.update.as_ref().unwrap().build(optima::Device::Cpu).unwrap();
         let held = HeldOut::of_layer(held_out);
@@ -225,7 +274,7 @@ mod tests {
             cross: None,
             held_out: Some(&held),
         };
-        let mut out = Array2::<f32>::zeros((6, 12));
+        let mut out = Array2::<f32>::zeros((rows, 12));
         let update = LayerUpdate { solver: Some(Arc::from(solver)), budget: None };
         let record = prune_layer(0, LinearKind::Q, fit, &settings, update, &mut out).unwrap();
         (record, out, weight)
@@ -254,5 +303,26 @@ mod tests {
             assert!(v == 0.0 || v == weight[[i, j]] as f32, "kept weights stay dense at ({i}, {j})");
         }
         assert_eq!(record.error_after, record.error_before, "the report is the mask's own");
+    }
+
+    #[test]
+    fn large_layers_score_the_grid_on_a_row_sample_and_solve_every_row_at_the_choice() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let x = Array2::from_shape_fn((20, 12), |_| rng.random_range(-1.0..1.0f64));
+        let train = x.t().dot(&x) / 20.0;
+        let rows = GRID_SAMPLE_MIN_ROWS + 5;
+        let (record, out, weight) = prune_rows(rows, train.clone(), vec![1.0, 0.0, 0.1]);
+        let chosen = record.held_out.unwrap();
+        assert_eq!(chosen.damping, 0.0);
+        assert!(record.update_kept);
+        // Every row is the exact solution at the chosen damping, not only the sampled ones.
+        let hessian = Hessian::new(train, 0.0).unwrap();
+        let mask = optima::mask::WandaMasker
+            .select(weight.view(), &Hessian::new(hessian.undamped(), 0.01).unwrap(), &"0.5".parse().unwrap())
+            .unwrap();
+        let problem = LayerProblem::new(weight, hessian, mask).unwrap();
+        let want =
+            "direct".parse::<SolverSpec>().unwrap().build(optima::Device::Cpu).unwrap().solve(&problem, None).unwrap();
+        assert_eq!(out, want.weight.mapv(|v| v as f32));
     }
 }
