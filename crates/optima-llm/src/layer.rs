@@ -168,6 +168,9 @@ pub(crate) fn prune_layer(
     })
 }
 
+/// A layer's solve: weights and report.
+type Solve<'a> = dyn Fn(&LayerProblem) -> Result<(Array2<f64>, SolveReport)> + 'a;
+
 /// Layers with at least this many rows score the damping grid on every [`GRID_ROW_STRIDE`]-th row
 /// and solve all rows once, at the chosen damping; smaller layers score every row.
 pub(crate) const GRID_SAMPLE_MIN_ROWS: usize = 256;
@@ -182,7 +185,7 @@ fn choose_damping(
     grid: &[f64],
     baseline: &Array2<f64>,
     held_out: &HeldOut,
-    solve: &dyn Fn(&LayerProblem) -> Result<(Array2<f64>, SolveReport)>,
+    solve: &Solve<'_>,
     par: Parallelism,
 ) -> Result<(Array2<f64>, SolveReport, HeldOutRecord)> {
     let m = problem.rows();
