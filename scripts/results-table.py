@@ -45,6 +45,7 @@ ROWS = [
     ("auto-parallel", "Wanda + exact, 1%, layers on the block's unpruned inputs (the old default)"),
     ("auto-sequential", "Wanda + exact, 1%, layers in order (lever: in-block order)"),
     ("default", "**default**: Wanda + exact, in order, held-out dampings"),
+    ("default-fullgrid", "the default, grid scored on every row (not a 1-in-4 row sample)"),
     ("sparsegpt-mask-default", "SparseGPT's mask + the default's update (`--masker sparsegpt`)"),
     ("dense-objective", "the default with `--objective dense`"),
 ]
