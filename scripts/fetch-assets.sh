@@ -99,25 +99,20 @@ else
   echo "text: $ASSETS/fortunes ($(ls "$ASSETS/fortunes" | wc -l) files)"
 fi
 
-if [ -s "$ASSETS/jargon.txt.gz" ] && gzip -t "$ASSETS/jargon.txt.gz" 2>/dev/null; then
-  echo "text: $ASSETS/jargon.txt.gz present"
-else
-  fetch_deb jargon-text
-  jargon="$(find "$tmp/root-jargon-text" -name 'jargon.txt.gz' | head -n 1)"
-  [ -n "$jargon" ] || die "the jargon-text package holds no jargon.txt.gz"
-  cp "$jargon" "$ASSETS/jargon.txt.gz.tmp"
-  mv "$ASSETS/jargon.txt.gz.tmp" "$ASSETS/jargon.txt.gz"
-  echo "text: $ASSETS/jargon.txt.gz"
-fi
+# fetch_text NAME PACKAGE FILE: assets/NAME from the gzip file FILE of Debian package PACKAGE.
+fetch_text() {
+  if [ -s "$ASSETS/$1" ] && gzip -t "$ASSETS/$1" 2>/dev/null; then
+    echo "text: $ASSETS/$1 present"
+  else
+    fetch_deb "$2"
+    found="$(find "$tmp/root-$2" -name "$3" | head -n 1)"
+    [ -n "$found" ] || die "the $2 package holds no $3"
+    cp "$found" "$ASSETS/$1.tmp"
+    mv "$ASSETS/$1.tmp" "$ASSETS/$1"
+    echo "text: $ASSETS/$1"
+  fi
+}
 
-# A second evaluation text, never used to choose anything: the GNU Coding Standards.
-if [ -s "$ASSETS/gnu-standards.txt.gz" ] && gzip -t "$ASSETS/gnu-standards.txt.gz" 2>/dev/null; then
-  echo "text: $ASSETS/gnu-standards.txt.gz present"
-else
-  fetch_deb gnu-standards
-  standards="$(find "$tmp/root-gnu-standards" -name 'standards.text.gz' | head -n 1)"
-  [ -n "$standards" ] || die "the gnu-standards package holds no standards.text.gz"
-  cp "$standards" "$ASSETS/gnu-standards.txt.gz.tmp"
-  mv "$ASSETS/gnu-standards.txt.gz.tmp" "$ASSETS/gnu-standards.txt.gz"
-  echo "text: $ASSETS/gnu-standards.txt.gz"
-fi
+# The evaluation text of the protocol, and a second one nothing is ever chosen on.
+fetch_text jargon.txt.gz jargon-text jargon.txt.gz
+fetch_text gnu-standards.txt.gz gnu-standards standards.text.gz
