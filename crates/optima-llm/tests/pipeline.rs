@@ -253,6 +253,12 @@ fn a_checkpoint_refuses_a_resume_with_any_other_setting() {
         ("damping", with(&|s| s.percdamp = 0.1)),
         ("device", with(&|s| s.device = Device::Cuda { ordinal: 0 })),
         ("max blocks", with(&|s| s.max_blocks = Some(2))),
+        ("in-block order", with(&|s| s.order = optima_llm::settings::InBlockOrder::Parallel)),
+        ("held-out choice", with(&|s| s.held_out = Some(optima_llm::settings::HeldOutSelection::default().every(3)))),
+        (
+            "damping grid",
+            with(&|s| s.held_out = Some(optima_llm::settings::HeldOutSelection::default().grid(vec![0.5]))),
+        ),
     ];
     for (what, s) in &changed {
         match resume(s, &calib, &model) {
