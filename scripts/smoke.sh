@@ -26,5 +26,15 @@ if python3 -c "import json,sys; r=json.loads(sys.argv[1]); sys.exit(0 if r['mean
 else
   echo "smoke: pruning one block: FAILED ($summary)"; failed=$((failed + 1))
 fi
+summary=$($bin prune --model "$model" --calib assets/fortunes --max-blocks 1 --calib-seqs 8 --seq-len 128 --json)
+if python3 -c "
+import json, sys
+r = json.loads(sys.argv[1])
+ok = r['held_out']['every'] == 8 and r['in_block'] == 'sequential' and sum(r['dampings_chosen'].values()) == r['updates_kept']
+sys.exit(0 if ok and r['mean_error_after'] <= r['mean_error_before'] else 1)" "$summary"; then
+  echo "smoke: the default pipeline (in order, held-out dampings) on block 0: ok"; passed=$((passed + 1))
+else
+  echo "smoke: the default pipeline on one block: FAILED ($summary)"; failed=$((failed + 1))
+fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
