@@ -137,6 +137,11 @@ const RUNTIME_OVERHEAD: Bytes = Bytes(192 << 20);
 pub fn run(args: PruneArgs) -> optima::Result<()> {
     let start = Instant::now();
     let par = Parallelism::from_threads(args.threads);
+    // The forward passes and perplexity run on rayon's global pool: --threads bounds it too.
+    if args.threads > 0 {
+        // Fails only when a pool already exists (a second run in one process): keep that one.
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(args.threads).build_global();
+    }
     let recipe = resolve(&args, par)?;
     let update = recipe.update.clone();
     if let Some(out) = &args.out {

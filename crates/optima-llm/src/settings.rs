@@ -110,7 +110,9 @@ pub struct PruneSettings {
     /// Keep a layer's update only when it lowers the layer's loss on the calibration tokens
     /// (the published OPTIMA code's rule); otherwise every update is kept.
     pub keep_only_improving: bool,
-    /// Threads of the maskers, Hessians and mask-only reports (the solver has its own).
+    /// Threads of the maskers, Hessians and mask-only reports (the solver has its own). The
+    /// forward passes run on the caller's rayon pool: install one to bound them too (the CLI's
+    /// `--threads` sizes the global pool).
     pub parallelism: Parallelism,
     /// Where the weight updates run (`cuda` runs `auto`, `direct` and `pcg` on a GPU).
     pub device: Device,
