@@ -35,12 +35,17 @@ runs=(
   "auto-sequential-2of4|--held-out 0 --pattern 2:4"
 )
 if [ "${1:-}" != quick ]; then
-  for s in 0.7 0.6 0.3; do
+  for s in 0.7; do
     runs+=("sparsegpt-$s|--preset sparsegpt --pattern $s" "default-$s|--pattern $s" "wanda-$s|--preset wanda --pattern $s")
   done
   runs+=(
     "default-0.5-128x512|--pattern 0.5 --calib-seqs 128 --seq-len 512"
     "sparsegpt-0.5-128x512|--preset sparsegpt --pattern 0.5 --calib-seqs 128 --seq-len 512"
+  )
+  for s in 0.6 0.3; do
+    runs+=("sparsegpt-$s|--preset sparsegpt --pattern $s" "default-$s|--pattern $s" "wanda-$s|--preset wanda --pattern $s")
+  done
+  runs+=(
     "auto-parallel-2of4|--in-block parallel --held-out 0 --pattern 2:4"
     "optima-paper-0.5|--preset optima-paper --pattern 0.5"
     "sparsegpt-mask-default-0.5|--masker sparsegpt --pattern 0.5"
