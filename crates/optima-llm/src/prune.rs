@@ -44,8 +44,15 @@ struct BlockMemory {
 fn block_memory(config: &LlamaConfig, seq_len: usize, settings: &PruneSettings) -> Result<BlockMemory> {
     let (h, i) = (config.hidden, config.intermediate);
     let dense = settings.objective == Objective::Dense;
-    // Accumulators and finished matrices: H, and with the dense objective C beside it.
-    let hessians = Bytes::f64s(3 * h * h + i * i) * if dense { 4 } else { 2 };
+    // Accumulators and finished matrices of all four inputs (the parallel order holds them all):
+    // H, with the dense objective C beside it, and the held-out H (and C, D) when dampings are
+    // chosen on held-out sequences.
+    let held_out = match (&settings.held_out, dense) {
+        (None, _) => 0,
+        (Some(_), false) => 2,
+        (Some(_), true) => 6,
+    };
+    let hessians = Bytes::f64s(3 * h * h + i * i) * (if dense { 4 } else { 2 } + held_out);
     let dense_block = if dense { Bytes::f32s(4 * h * h + 3 * h * i) } else { Bytes(0) };
     let forward =
         Bytes::f32s(seq_len * (10 * h + 4 * i) + seq_len * seq_len * config.heads) + Bytes::f64s(seq_len * h.max(i));
@@ -56,7 +63,9 @@ fn block_memory(config: &LlamaConfig, seq_len: usize, settings: &PruneSettings) 
             let (m, n) = kind.shape(config);
             let sparsegpt =
                 if settings.masker == MaskerChoice::SparseGpt { Bytes::f64s(4 * n * n + 2 * m * n) } else { Bytes(0) };
-            let whole_layer = Bytes::f64s(if dense { 4 } else { 3 } * m * n) + sparsegpt;
+            // With held-out dampings: the baseline, the best candidate and the one being solved.
+            let candidates = if settings.held_out.is_some() { 3 } else { 0 };
+            let whole_layer = Bytes::f64s((if dense { 4 } else { 3 } + candidates) * m * n) + sparsegpt;
             let solve =
                 solver.as_ref().map_or(MemoryEstimate::default(), |s| problem_memory(n).plus(s.memory_estimate(n)));
             (kind, whole_layer, solve)
