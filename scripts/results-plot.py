@@ -7,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 OUT = "out/results"
 SPARSITIES = ["0.3", "0.4", "0.5", "0.6", "0.7"]
@@ -26,6 +27,9 @@ for i, (ax, text) in enumerate(zip(axes, TEXTS)):
             ax.plot(*zip(*points), marker="o", label=label)
     ax.axhline(dense, color="gray", linestyle="--", label=f"dense ({dense:.2f})")
     ax.set_yscale("log")
+    ax.set_xlim(0.25, 0.75)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("sparsity (every linear layer)")
     ax.set_ylabel("perplexity")
     ax.set_title(f"SmolLM2-135M, {text}")

@@ -98,8 +98,8 @@ for pattern, suffix in [("50% unstructured", "0.5"), ("2:4", "2of4")]:
         gains = [100 * (1 - o / b) for o, b in zip(ppls(ours), ppls(base))]
         lines += [
             "",
-            f"The default against `--preset sparsegpt`: {gains[0]:+.1f}% below on the Jargon File, "
-            f"{gains[1]:+.1f}% below on the GNU text (positive: the default is better).",
+            f"The default's perplexity against `--preset sparsegpt`'s: {gains[0]:.1f}% lower on the Jargon File, "
+            f"{gains[1]:.1f}% lower on the GNU text (negative: higher).",
         ]
     lines.append("")
 
@@ -146,7 +146,7 @@ for label, a, b in levers:
     for suffix, pattern in (("0.5", "50%"), ("2of4", "2:4")):
         c = change(a.format(suffix), b.format(suffix))
         if c:
-            found.append(f"- {label}, {pattern}: {c} (positive: lower perplexity).")
+            found.append(f"- {label}, {pattern}: {c} lower perplexity (negative: higher).")
 if found:
     lines += ["## Each lever, measured", ""] + found + [""]
 
