@@ -150,6 +150,34 @@ for label, a, b in levers:
 if found:
     lines += ["## Each lever, measured", ""] + found + [""]
 
+# The issue's quality targets, judged from the rows.
+def verdict(a, b, need):
+    ra, rb = load(a), load(b)
+    if not (ra and rb):
+        return "not measured yet"
+    gains = [100 * (1 - x / y) for x, y in zip(ppls(ra), ppls(rb))]
+    met = all(g >= need for g in gains)
+    return f"{gains[0]:.1f}% / {gains[1]:.1f}% lower (Jargon / GNU): {'met' if met else 'not met'}"
+
+
+lines += [
+    "## Against the targets",
+    "",
+    f"- 50%: the default at least 10% below `--preset sparsegpt` on both texts: {verdict('default-0.5', 'sparsegpt-0.5', 10)}.",
+    f"- 2:4 (issue 15's bar, 15%): {verdict('default-2of4', 'sparsegpt-2of4', 15)}.",
+    f"- Exact reconstruction never worse than its mask alone, Wanda's mask: 50% {verdict('default-0.5', 'wanda-0.5', 0)}; "
+    f"2:4 {verdict('default-2of4', 'wanda-2of4', 0)}.",
+    f"- The same on SparseGPT's mask (against SparseGPT's own update), 50%: {verdict('sparsegpt-mask-default-0.5', 'sparsegpt-0.5', 0)}.",
+    "",
+    "Not met at 50%: each lever helps, and they add up (the per-lever lines above), but together they bring "
+    "2–4% on this model at 8,192 calibration tokens, not 10%. The held-out choice moves most layers to 3–10% "
+    "damping (the fitted 1% overfits); in-block order adds 0.2–1.6%; the dense objective and 128 × 512 tokens "
+    "are measured in their rows where the run finished. The mask is the remaining lever (issue 15): on Wanda's "
+    "mask every update is kept and the exact fit is 7–13% better than the mask alone, yet SparseGPT's mask with "
+    "its own approximate update is within 2–4% of it.",
+    "",
+]
+
 # What the held-out choice did, from the default's per-layer report.
 for suffix in ("0.5", "2of4"):
     path = f"{OUT}/default-{suffix}-layers.json"

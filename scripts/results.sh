@@ -41,6 +41,7 @@ if [ "${1:-}" != quick ]; then
   runs+=(
     "default-0.5-128x512|--pattern 0.5 --calib-seqs 128 --seq-len 512"
     "sparsegpt-0.5-128x512|--preset sparsegpt --pattern 0.5 --calib-seqs 128 --seq-len 512"
+    "sparsegpt-mask-default-0.5|--masker sparsegpt --pattern 0.5"
   )
   for s in 0.6 0.3; do
     runs+=("sparsegpt-$s|--preset sparsegpt --pattern $s" "default-$s|--pattern $s" "wanda-$s|--preset wanda --pattern $s")
@@ -48,7 +49,6 @@ if [ "${1:-}" != quick ]; then
   runs+=(
     "auto-parallel-2of4|--in-block parallel --held-out 0 --pattern 2:4"
     "optima-paper-0.5|--preset optima-paper --pattern 0.5"
-    "sparsegpt-mask-default-0.5|--masker sparsegpt --pattern 0.5"
     "dense-objective-0.5|--objective dense --pattern 0.5"
   )
   for s in 0.4; do
