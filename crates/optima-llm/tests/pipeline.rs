@@ -529,3 +529,54 @@ fn held_out_dampings_are_chosen_per_layer_and_checked() {
         assert!(refused(&bad), "{selection:?}");
     }
 }
+
+#[test]
+fn held_out_dampings_resume_and_spill_to_the_same_bits_with_either_objective() {
+    use optima_llm::checkpoint::Checkpoint;
+    use optima_llm::prune::{Objective, prune_model_resumable};
+    use optima_llm::settings::HeldOutSelection;
+
+    let config = optima_llm::llama::LlamaConfig { blocks: 3, ..tiny_config() };
+    let dense = LlamaModel::random(config, 17).unwrap();
+    let calib = calibration(3);
+    for objective in [Objective::Layer, Objective::Dense] {
+        let mut s = settings("0.5", MaskerChoice::Wanda, "direct");
+        s.objective = objective;
+        s.held_out = Some(HeldOutSelection::default().every(3).grid(vec![0.01, 0.3]));
+        let mut whole = dense.clone();
+        let report = prune_model(&mut whole, &calib, &s).unwrap();
+        assert!(report.layers.iter().all(|l| l.held_out.is_some()), "{objective:?}");
+
+        // Interrupted after two blocks, resumed: the same bits.
+        let dir = tempfile::tempdir().unwrap();
+        let saved = dir.path().join("after-two");
+        let checkpoint = Checkpoint::new(dir.path().join("ck"), &dense, &calib, &s).unwrap();
+        prune_model_resumable(&mut dense.clone(), &calib, &s, Some(&checkpoint), |e| {
+            if let optima_llm::progress::PruneEvent::BlockFinished { block: 1, .. } = e {
+                copy_dir(checkpoint.dir(), &saved);
+            }
+        })
+        .unwrap();
+        let mut resumed = dense.clone();
+        let from = Checkpoint::new(&saved, &dense, &calib, &s).unwrap();
+        prune_model_resumable(&mut resumed, &calib, &s, Some(&from), |_| {}).unwrap();
+
+        // Activations spilled to disk under a tight budget: the same bits.
+        let mut tight = s.clone();
+        tight.memory_budget = Some(Bytes(1));
+        let needed = match plan_memory(&config, calib.len(), calib[0].len(), &tight).unwrap_err() {
+            optima::OptimaError::MemoryBudget { needed, .. } => needed,
+            e => panic!("{e}"),
+        };
+        tight.memory_budget = Some(Bytes(needed.0 + 64 * 1024));
+        assert!(plan_memory(&config, calib.len(), calib[0].len(), &tight).unwrap().activations_on_disk);
+        let mut bounded = dense.clone();
+        prune_model(&mut bounded, &calib, &tight).unwrap();
+        for ((x, y), z) in whole.blocks.iter().zip(&resumed.blocks).zip(&bounded.blocks) {
+            for kind in LinearKind::ALL {
+                assert_eq!(x.weight(kind), y.weight(kind), "{objective:?} resumed {kind}");
+                assert_eq!(x.weight(kind), z.weight(kind), "{objective:?} spilled {kind}");
+            }
+        }
+    }
+}
