@@ -15,8 +15,8 @@ texts=(--eval assets/jargon.txt.gz --eval assets/gnu-standards.txt.gz --start-ch
   --windows 16 --window-len 512)
 
 echo "dense model: perplexity" >&2
-$bin perplexity --model "$model" --text assets/jargon.txt.gz --start-char 7697 --json > out/demo-dense.json
-$bin perplexity --model "$model" --text assets/gnu-standards.txt.gz --start-char 10000 --json > out/demo-dense-gnu.json
+$bin perplexity --model "$model" --text assets/jargon.txt.gz --start-char 7697 --windows 16 --window-len 512 --json > out/demo-dense.json
+$bin perplexity --model "$model" --text assets/gnu-standards.txt.gz --start-char 10000 --windows 16 --window-len 512 --json > out/demo-dense-gnu.json
 for run in "wanda|--preset wanda" "sparsegpt|--preset sparsegpt" "default|"; do
   tag="${run%%|*}"
   read -r -a flags <<<"${run#*|}"
