@@ -176,7 +176,7 @@ lines += [
     "1% again, and both pipelines gain 2–4% from the data. In-block order adds 0.2–1.6%. What is left at 50% "
     "is the mask (issue 15): on Wanda's mask the exact fit is 7–13% better than the mask alone, yet SparseGPT's "
     "mask with its own approximate update comes within 2–4% of it. The dense objective with held-out dampings, "
-    "`--preset optima-paper` and the 0.3–0.6 sweep are queued in `scripts/results.sh` and not run yet.",
+    "`--preset optima-paper`, 2:4 in one pass and the sweep's 0.4 point are queued in `scripts/results.sh` and not run yet.",
     "",
 ]
 
