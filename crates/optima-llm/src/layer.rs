@@ -114,6 +114,7 @@ pub(crate) fn prune_layer(
         (Some(_), own, Some(held_out)) => {
             let grid = settings.held_out.as_ref().map(|s| s.grid.as_slice()).unwrap_or_default();
             // The mask's own weights: SparseGPT's update where it chose the mask, else the masked W.
+            let baseline_name = if own.is_some() { "sparsegpt" } else { "none" };
             let baseline = own.unwrap_or_else(|| {
                 let mut masked = fit.weight.clone();
                 enforce(&mut masked, problem.mask());
@@ -123,7 +124,7 @@ pub(crate) fn prune_layer(
             if record.error_update < record.error_baseline {
                 (weights, report, true, Some(record))
             } else {
-                let report = unit("none", &baseline, &problem, 0.0)?;
+                let report = unit(baseline_name, &baseline, &problem, 0.0)?;
                 (baseline, report, false, Some(record))
             }
         }
