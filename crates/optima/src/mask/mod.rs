@@ -1,10 +1,13 @@
-//! Mask selection: the `Masker` trait and the score-based maskers `magnitude` and `wanda`.
+//! Mask selection: the `Masker` trait, the score-based maskers `magnitude` and `wanda`, SparseGPT's
+//! masker, and refinement of any of them with the solver in the loop.
 
+pub mod refine;
 mod select;
 pub mod sparsegpt;
 
 use ndarray::{Array2, ArrayView2};
 
+pub use refine::{MaskRefiner, RefineSettings, RefinedMasker, Refinement};
 pub use select::select_lowest;
 
 pub use sparsegpt::{DEFAULT_BLOCK_SIZE, SparseGptMasker, SparseGptSettings};
