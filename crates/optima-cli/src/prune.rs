@@ -63,6 +63,15 @@ pub struct PruneArgs {
     /// else off].
     #[arg(long)]
     keep_only_improving: Option<bool>,
+    /// Refine each layer's mask with the solver in the loop: at most K ADMM iterations on the
+    /// ℓ0-constrained layer problem from the masker's mask, then each row keeps the better support
+    /// by its exact objective; 0 turns it off [default: the preset's, else off].
+    #[arg(long, value_name = "K")]
+    refine: Option<usize>,
+    /// The first ADMM penalty of --refine, relative to the normalized Hessian's unit diagonal
+    /// [default: 0.1].
+    #[arg(long)]
+    refine_rho: Option<f64>,
     /// Calibration sequences.
     #[arg(long, default_value_t = 32)]
     calib_seqs: usize,
@@ -184,6 +193,7 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         percdamp: recipe.percdamp,
         held_out: recipe.held_out.clone(),
         keep_only_improving: recipe.keep_only_improving,
+        refine: recipe.refine,
         parallelism: par,
         device: args.device,
         max_blocks: args.max_blocks,
@@ -275,6 +285,8 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         "damping": recipe.percdamp,
         "keep_only_improving": recipe.keep_only_improving,
         "held_out": recipe.held_out,
+        "refine": recipe.refine,
+        "refinement": refinement_summary(&report.layers),
         "dampings_chosen": dampings_chosen(&report.layers),
         "updates_kept": report.layers.iter().filter(|l| l.update_kept).count(),
         "device": args.device.to_string(),
@@ -380,6 +392,24 @@ fn resolve(args: &PruneArgs, par: Parallelism) -> optima::Result<Recipe> {
     if let Some(keep) = args.keep_only_improving {
         recipe.keep_only_improving = keep;
     }
+    match (args.refine, args.refine_rho) {
+        (Some(0), Some(_)) => {
+            return Err(OptimaError::InvalidSetting("--refine-rho needs --refine K with K ≥ 1".into()));
+        }
+        (Some(0), None) => recipe.refine = None,
+        (Some(iterations), rho) => {
+            let base = recipe.refine.take().unwrap_or_default().iterations(iterations).parallelism(par);
+            recipe.refine = Some(rho.map_or(base, |rho| base.rho_start(rho)));
+        }
+        (None, Some(rho)) => match recipe.refine.take() {
+            Some(settings) => recipe.refine = Some(settings.rho_start(rho)),
+            None => return Err(OptimaError::InvalidSetting("--refine-rho needs --refine K".into())),
+        },
+        (None, None) => {}
+    }
+    if let Some(refine) = &recipe.refine {
+        refine.check()?;
+    }
     let flags = SolverFlags { tolerance: args.tol, parallelism: par, ..SolverFlags::default() };
     recipe.update = match (args.solver.as_deref(), recipe.update) {
         (Some("none"), _) | (None, None) => None,
@@ -406,6 +436,24 @@ fn resolve(args: &PruneArgs, par: Parallelism) -> optima::Result<Recipe> {
         }
     }
     Ok(recipe)
+}
+
+/// What mask refinement did over the run: layers whose answer is on a refined mask, the mean
+/// relative drop of the layer objective from the starting mask, rows moved, and seconds.
+fn refinement_summary(layers: &[optima_llm::report::LayerRecord]) -> serde_json::Value {
+    let refined: Vec<_> = layers.iter().filter_map(|l| l.refinement.as_ref()).collect();
+    if refined.is_empty() {
+        return serde_json::Value::Null;
+    }
+    let drop = |r: &&optima_llm::report::RefinementRecord| 1.0 - r.objective / r.objective_start.max(f64::MIN_POSITIVE);
+    json!({
+        "layers": refined.len(),
+        "layers_on_refined_mask": refined.iter().filter(|r| r.kept).count(),
+        "mean_objective_drop": refined.iter().map(drop).sum::<f64>() / refined.len() as f64,
+        "rows_changed": refined.iter().map(|r| r.rows_changed).sum::<usize>(),
+        "mean_iterations": refined.iter().map(|r| r.iterations as f64).sum::<f64>() / refined.len() as f64,
+        "seconds": refined.iter().map(|r| r.seconds).sum::<f64>(),
+    })
 }
 
 /// How many layers kept an update at each damping chosen on held-out tokens (empty without).

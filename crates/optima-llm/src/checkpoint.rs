@@ -209,6 +209,7 @@ fn fingerprint(model: &LlamaModel, calibration: &[Vec<u32>], settings: &PruneSet
     let mut canonical = settings.clone();
     canonical.parallelism = optima::Parallelism::Sequential;
     canonical.update = canonical.update.map(|spec| spec.parallelism(optima::Parallelism::Sequential));
+    canonical.refine = canonical.refine.map(|refine| refine.parallelism(optima::Parallelism::Sequential));
     canonical.memory_budget = None;
     canonical.save_problems = None;
     let text = serde_json::to_string(&(FORMAT_VERSION, model.config, &canonical))

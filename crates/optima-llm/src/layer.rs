@@ -1,4 +1,4 @@
-//! One linear layer's pruning: its mask, its weight update (at the run's damping, or chosen from a
+//! One linear layer's pruning: its mask (refined with the solver in the loop if asked), its weight update (at the run's damping, or chosen from a
 //! grid on held-out calibration tokens), and the record of what was done.
 
 use std::sync::Arc;
@@ -8,12 +8,12 @@ use ndarray::{Array2, Axis};
 
 use super::held_out::{HeldOut, HeldOutRecord};
 use super::llama::LinearKind;
-use super::report::LayerRecord;
+use super::report::{LayerRecord, RefinementRecord};
 use super::settings::{MaskerChoice, PruneSettings};
 use optima::backend::Parallelism;
 use optima::error::{OptimaError, Result};
 use optima::hessian::dense_target;
-use optima::mask::{MagnitudeMasker, Masker, SparseGptMasker, WandaMasker};
+use optima::mask::{MagnitudeMasker, MaskRefiner, Masker, SparseGptMasker, WandaMasker};
 use optima::memory::Bytes;
 use optima::problem::{Hessian, LayerProblem, Mask, RowStatus, SolveReport};
 use optima::solve::{QpSolver, RowChunked, SolverSpec, SparseGptSettings, evaluate};
@@ -57,7 +57,7 @@ pub(crate) fn prune_layer(
     let par: Parallelism = settings.parallelism;
     let t = Instant::now();
     let weight = target(&fit, &fit.hessian, par)?;
-    let (mask, masker_weights): (Mask, Option<Array2<f64>>) = match settings.masker {
+    let (start_mask, masker_weights): (Mask, Option<Array2<f64>>) = match settings.masker {
         MaskerChoice::Magnitude => (MagnitudeMasker.select(weight.view(), &fit.hessian, &settings.pattern)?, None),
         MaskerChoice::Wanda => (WandaMasker.select(weight.view(), &fit.hessian, &settings.pattern)?, None),
         MaskerChoice::SparseGpt => {
@@ -66,8 +66,26 @@ pub(crate) fn prune_layer(
             (mask, Some(updated))
         }
     };
+    let refinement = match (&settings.refine, &update.solver) {
+        (Some(refine), Some(solver)) => {
+            let refiner = MaskRefiner::new(refine.parallelism(par), solver.clone())?;
+            Some(refiner.refine(weight.view(), &fit.hessian, &settings.pattern, &start_mask)?)
+        }
+        (Some(_), None) => return Err(OptimaError::Internal(format!("{kind}: refinement without a solver"))),
+        (None, _) => None,
+    };
     let mask_seconds = t.elapsed().as_secs_f64();
-    let problem = LayerProblem::new(weight, fit.hessian.clone(), mask)?;
+    let refined_mask = refinement.as_ref().map(|r| r.mask.clone()).filter(|mask| *mask != start_mask);
+    // The problem the update solves, and (when refinement moved the mask) the starting mask's own,
+    // which every fallback to the mask's own weights returns to.
+    let (problem, start_problem) = match refined_mask {
+        Some(mask) => (
+            LayerProblem::new(weight.clone(), fit.hessian.clone(), mask)?,
+            Some(LayerProblem::new(weight, fit.hessian.clone(), start_mask)?),
+        ),
+        None => (LayerProblem::new(weight, fit.hessian.clone(), start_mask)?, None),
+    };
+    let baseline_problem = start_problem.as_ref().unwrap_or(&problem);
     if let Some(dir) = &settings.save_problems {
         let path = dir.join(format!("blk.{block}.{}.safetensors", kind.short_name()));
         let undamped = problem.hessian().undamped();
@@ -94,48 +112,79 @@ pub(crate) fn prune_layer(
         };
         Ok((solution.weight, solution.report))
     };
-    let (new_weight, report, update_kept, held_out) = match (&settings.update, masker_weights, fit.held_out) {
-        (None, _, _) => {
-            let masked = problem.masked_weight();
-            let report = unit("none", &masked, &problem, 0.0)?;
-            (masked, report, false, None)
-        }
-        // SparseGPT's own update came with its mask.
-        (Some(SolverSpec::SparseGpt(_)), Some(updated), None) => {
-            let report = unit("sparsegpt", &updated, &problem, mask_seconds)?;
-            let kept = !settings.keep_only_improving || report.objective < report.objective_mask_only;
-            (updated, report, kept, None)
-        }
-        (Some(_), _, None) => {
-            let (weights, report) = solve(&problem)?;
-            let kept = !settings.keep_only_improving || report.objective < report.objective_mask_only;
-            (weights, report, kept, None)
-        }
-        (Some(_), own, Some(held_out)) => {
-            let grid = settings.held_out.as_ref().map(|s| s.grid.as_slice()).unwrap_or_default();
-            // The mask's own weights: SparseGPT's update where it chose the mask, else the masked W.
-            let baseline_name = if own.is_some() { "sparsegpt" } else { "none" };
-            let baseline = own.unwrap_or_else(|| {
-                let mut masked = fit.weight.clone();
-                enforce(&mut masked, problem.mask());
-                masked
-            });
-            let (weights, report, record) = choose_damping(&fit, &problem, grid, &baseline, held_out, &solve, par)?;
-            if record.error_update < record.error_baseline {
-                (weights, report, true, Some(record))
-            } else {
-                let report = unit(baseline_name, &baseline, &problem, 0.0)?;
-                (baseline, report, false, Some(record))
-            }
-        }
+    // The mask's own weights: the masked W, on the starting mask.
+    let mask_only = || -> Result<(Array2<f64>, SolveReport)> {
+        let masked = baseline_problem.masked_weight();
+        let report = unit("none", &masked, baseline_problem, 0.0)?;
+        Ok((masked, report))
     };
+    // Each answer: weights, report, whether an update is kept, the held-out record, and whether
+    // the answer is on the starting mask rather than the refined one.
+    let (new_weight, report, update_kept, held_out, on_start_mask) =
+        match (&settings.update, masker_weights, fit.held_out) {
+            (None, _, _) => {
+                let (masked, report) = mask_only()?;
+                (masked, report, false, None, true)
+            }
+            // SparseGPT's own update came with its mask.
+            (Some(SolverSpec::SparseGpt(_)), Some(updated), None) => {
+                let report = unit("sparsegpt", &updated, &problem, mask_seconds)?;
+                let kept = !settings.keep_only_improving || report.objective < report.objective_mask_only;
+                (updated, report, kept, None, false)
+            }
+            (Some(_), _, None) => {
+                let (weights, report) = match &refinement {
+                    Some(refined) if start_problem.is_some() => (refined.weight.clone(), refined.report.clone()),
+                    _ => solve(&problem)?,
+                };
+                // Kept only where it beats the starting mask's own weights.
+                let baseline_objective = match &start_problem {
+                    Some(p) if settings.keep_only_improving => {
+                        unit("none", &p.masked_weight(), p, 0.0)?.objective_mask_only
+                    }
+                    _ => report.objective_mask_only,
+                };
+                let kept = !settings.keep_only_improving || report.objective < baseline_objective;
+                (weights, report, kept, None, false)
+            }
+            (Some(_), own, Some(held_out)) => {
+                let grid = settings.held_out.as_ref().map(|s| s.grid.as_slice()).unwrap_or_default();
+                // The mask's own weights: SparseGPT's update where it chose the mask, else the masked W.
+                let baseline_name = if own.is_some() { "sparsegpt" } else { "none" };
+                let baseline = own.unwrap_or_else(|| baseline_problem.masked_weight());
+                let (weights, report, mut record) =
+                    choose_damping(&fit, &problem, grid, &baseline, held_out, &solve, par)?;
+                // A refined mask competes with the starting mask's own update at the same damping.
+                let unrefined = match &start_problem {
+                    Some(start) => {
+                        let hessian = Hessian::new(fit.hessian.undamped(), record.damping)?;
+                        let candidate = LayerProblem::new(target(&fit, &hessian, par)?, hessian, start.mask().clone())?;
+                        let (weights, report) = solve(&candidate)?;
+                        let error = held_out.scorer(fit.weight.view(), par)?.error(weights.view())?;
+                        Some((weights, report, error))
+                    }
+                    None => None,
+                };
+                match unrefined {
+                    Some((w, r, error)) if error < record.error_update && error < record.error_baseline => {
+                        record.error_update = error;
+                        (w, r, true, Some(record), true)
+                    }
+                    _ if record.error_update < record.error_baseline => (weights, report, true, Some(record), false),
+                    _ => {
+                        let report = unit(baseline_name, &baseline, baseline_problem, 0.0)?;
+                        (baseline, report, false, Some(record), true)
+                    }
+                }
+            }
+        };
     let (new_weight, report) = if settings.update.is_some() && !update_kept && held_out.is_none() {
-        let masked = problem.masked_weight();
-        let report = unit("none", &masked, &problem, 0.0)?;
-        (masked, report)
+        mask_only()?
     } else {
         (new_weight, report)
     };
+    let on_start_mask = on_start_mask || !update_kept;
+    let final_problem = if on_start_mask { baseline_problem } else { &problem };
     let solve_seconds = t.elapsed().as_secs_f64();
     if new_weight.iter().any(|v| !v.is_finite()) {
         return Err(OptimaError::Numerical(format!("{kind}: the update produced a non-finite weight")));
@@ -148,14 +197,14 @@ pub(crate) fn prune_layer(
         ));
     }
     ndarray::Zip::indexed(out).and(&new_weight).for_each(|(i, j), v, &w| {
-        *v = if problem.mask().is_pruned(i, j) { 0.0 } else { w as f32 };
+        *v = if final_problem.mask().is_pruned(i, j) { 0.0 } else { w as f32 };
     });
     Ok(LayerRecord {
         block,
         layer: kind,
         rows: m,
         cols: problem.cols(),
-        sparsity: problem.mask().sparsity(),
+        sparsity: final_problem.mask().sparsity(),
         error_before: report.error_before,
         error_after: report.error_after,
         kkt_residual: report.kkt_residual,
@@ -164,6 +213,15 @@ pub(crate) fn prune_layer(
         chunks: report.chunks,
         update_kept,
         held_out,
+        refinement: refinement.map(|r| RefinementRecord {
+            objective_start: r.objective_start,
+            objective_admm: r.objective_admm,
+            objective: r.objective,
+            rows_changed: r.rows_changed,
+            iterations: r.iterations,
+            seconds: r.seconds,
+            kept: !on_start_mask && start_problem.is_some(),
+        }),
         mask_seconds,
         solve_seconds,
     })
@@ -225,15 +283,6 @@ fn choose_damping(
     Ok((weights, report, record))
 }
 
-/// Sets the pruned entries of `weight` to 0.
-fn enforce(weight: &mut Array2<f64>, mask: &Mask) {
-    ndarray::Zip::indexed(weight).for_each(|(i, j), w| {
-        if mask.is_pruned(i, j) {
-            *w = 0.0;
-        }
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +300,7 @@ mod tests {
             percdamp: 0.01,
             held_out: Some(HeldOutSelection::default().grid(grid)),
             keep_only_improving: false,
+            refine: None,
             parallelism: Parallelism::Sequential,
             device: optima::Device::Cpu,
             max_blocks: None,

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use serde::Serialize;
 
 use optima::error::{OptimaError, Result};
-use optima::mask::SparseGptSettings;
+use optima::mask::{RefineSettings, SparseGptSettings};
 use optima::problem::DEFAULT_PERCDAMP;
 use optima::solve::{PdhgSettings, SolverSpec};
 
@@ -50,6 +50,8 @@ pub struct Recipe {
     /// Keep a layer's update only when it lowers the layer's loss on the calibration tokens
     /// (else the masked weights stay).
     pub keep_only_improving: bool,
+    /// Refine each layer's mask with the solver in the loop (`None`: the masker's mask).
+    pub refine: Option<RefineSettings>,
 }
 
 impl Preset {
@@ -76,6 +78,7 @@ impl Preset {
                 percdamp: DEFAULT_PERCDAMP,
                 held_out: None,
                 keep_only_improving: false,
+                refine: None,
             },
             Self::Wanda => Recipe {
                 masker: MaskerChoice::Wanda,
@@ -85,6 +88,7 @@ impl Preset {
                 percdamp: DEFAULT_PERCDAMP,
                 held_out: None,
                 keep_only_improving: false,
+                refine: None,
             },
             Self::OptimaPaper => Recipe {
                 masker: MaskerChoice::Wanda,
@@ -94,6 +98,7 @@ impl Preset {
                 percdamp: DEFAULT_PERCDAMP,
                 held_out: None,
                 keep_only_improving: true,
+                refine: None,
             },
         }
     }
@@ -113,6 +118,7 @@ impl Recipe {
             percdamp: DEFAULT_PERCDAMP,
             held_out: Some(HeldOutSelection::default()),
             keep_only_improving: false,
+            refine: None,
         }
     }
 }

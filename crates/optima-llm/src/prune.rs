@@ -65,7 +65,9 @@ fn block_memory(config: &LlamaConfig, seq_len: usize, settings: &PruneSettings) 
                 if settings.masker == MaskerChoice::SparseGpt { Bytes::f64s(4 * n * n + 2 * m * n) } else { Bytes(0) };
             // With held-out dampings: the baseline, the best candidate and the one being solved.
             let candidates = if settings.held_out.is_some() { 3 } else { 0 };
-            let whole_layer = Bytes::f64s((if dense { 4 } else { 3 } + candidates) * m * n) + sparsegpt;
+            // Refinement: Ĥ and (Ĥ + ρI)⁻¹, ADMM's six iterates, both supports' solutions and problems.
+            let refine = if settings.refine.is_some() { Bytes::f64s(2 * n * n + 10 * m * n) } else { Bytes(0) };
+            let whole_layer = Bytes::f64s((if dense { 4 } else { 3 } + candidates) * m * n) + sparsegpt + refine;
             let solve =
                 solver.as_ref().map_or(MemoryEstimate::default(), |s| problem_memory(n).plus(s.memory_estimate(n)));
             (kind, whole_layer, solve)
@@ -150,6 +152,14 @@ pub fn prune_model_resumable(
             ));
         }
         selection.validate(calibration.len())?;
+    }
+    if let Some(refine) = &settings.refine {
+        if matches!(settings.update, None | Some(SolverSpec::SparseGpt(_))) {
+            return Err(OptimaError::InvalidSetting(
+                "mask refinement needs an update by a QP solver (not --solver none or sparsegpt)".into(),
+            ));
+        }
+        refine.check()?;
     }
     let start = Instant::now();
     let par = settings.parallelism;

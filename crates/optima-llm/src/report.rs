@@ -37,10 +37,33 @@ pub struct LayerRecord {
     /// and of the mask's own weights, when the run chose dampings that way.
     #[serde(default)]
     pub held_out: Option<HeldOutRecord>,
-    /// Seconds choosing the mask.
+    /// What mask refinement did, when the run refined masks.
+    #[serde(default)]
+    pub refinement: Option<RefinementRecord>,
+    /// Seconds choosing the mask (refinement included).
     pub mask_seconds: f64,
     /// Seconds updating the weights.
     pub solve_seconds: f64,
+}
+
+/// One layer's mask refinement: the layer objective (`Σ f_i` at the run's damping) of each step.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct RefinementRecord {
+    /// The exact solution on the starting mask.
+    pub objective_start: f64,
+    /// The exact solution on the support ADMM ended on.
+    pub objective_admm: f64,
+    /// Row by row the better of the two: never above either.
+    pub objective: f64,
+    /// Rows that took ADMM's support.
+    pub rows_changed: usize,
+    /// ADMM iterations.
+    pub iterations: usize,
+    /// Seconds.
+    pub seconds: f64,
+    /// Whether the layer's answer is on the refined mask (not where a fallback to the starting
+    /// mask's own weights won on held-out tokens, or refinement changed nothing).
+    pub kept: bool,
 }
 
 /// The whole run.

@@ -8,6 +8,7 @@ use serde::Serialize;
 use optima::backend::Device;
 use optima::backend::Parallelism;
 use optima::error::{OptimaError, Result};
+use optima::mask::RefineSettings;
 use optima::memory::Bytes;
 use optima::problem::SparsityPattern;
 use optima::solve::SolverSpec;
@@ -110,6 +111,9 @@ pub struct PruneSettings {
     /// Keep a layer's update only when it lowers the layer's loss on the calibration tokens
     /// (the published OPTIMA code's rule); otherwise every update is kept.
     pub keep_only_improving: bool,
+    /// Refine each layer's mask with the update's solver in the loop (`None`: the masker's mask
+    /// as it is). Needs an update other than SparseGPT's.
+    pub refine: Option<RefineSettings>,
     /// Threads of the maskers, Hessians and mask-only reports (the solver has its own). The
     /// forward passes run on the caller's rayon pool: install one to bound them too (the CLI's
     /// `--threads` sizes the global pool).

@@ -30,9 +30,7 @@ fn all_pruned_sets(n: usize, pattern: &SparsityPattern) -> Vec<Vec<usize>> {
 
 /// The lowest objective over every allowed mask of row `w`.
 fn enumerated_optimum(h: &Array2<f64>, w: &Array1<f64>, sets: &[Vec<usize>]) -> f64 {
-    sets.iter()
-        .map(|pruned| common::objective(h, &common::kkt_oracle(h, w, pruned), w))
-        .fold(f64::INFINITY, f64::min)
+    sets.iter().map(|pruned| common::objective(h, &common::kkt_oracle(h, w, pruned), w)).fold(f64::INFINITY, f64::min)
 }
 
 /// The row's objective under `mask` from the oracle, not from the refiner's own report.

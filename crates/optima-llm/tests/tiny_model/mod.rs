@@ -74,6 +74,7 @@ pub fn settings(pattern: &str, masker: MaskerChoice, update: &str) -> PruneSetti
         percdamp: 0.01,
         held_out: None,
         keep_only_improving: false,
+        refine: None,
         objective: optima_llm::settings::Objective::Layer,
         order: optima_llm::settings::InBlockOrder::Sequential,
         parallelism: Parallelism::Threads(2),

@@ -58,15 +58,19 @@ impl Parallelism {
     }
 }
 
-/// `A · H` for an m×n `A` and the symmetric n×n `H`: row i is `H a_i`.
-pub(crate) fn times_hessian(a: ArrayView2<'_, f64>, h: ArrayView2<'_, f64>, par: Parallelism) -> Array2<f64> {
-    let mut out = Array2::<f64>::zeros((a.nrows(), h.ncols()));
+/// `A · H` for an m×n `A` and the symmetric n×n `H`: row i is `H a_i` (f64, or f32 where a
+/// heuristic needs no more).
+pub(crate) fn times_hessian<T>(a: ArrayView2<'_, T>, h: ArrayView2<'_, T>, par: Parallelism) -> Array2<T>
+where
+    T: faer::traits::ComplexField + faer::traits::Conjugate<Canonical = T>,
+{
+    let mut out = Array2::from_elem((a.nrows(), h.ncols()), T::zero_impl());
     faer::linalg::matmul::matmul(
         out.view_mut().into_faer(),
         Accum::Replace,
         a.into_faer(),
         h.into_faer(),
-        1.0,
+        T::one_impl(),
         par.faer(),
     );
     out

@@ -48,8 +48,8 @@ impl Default for RefineSettings {
         Self {
             iterations: 60,
             rho_start: 0.1,
-            rho_growth: 1.3,
-            grow_every: 3,
+            rho_growth: 1.5,
+            grow_every: 5,
             stable_iterations: 9,
             parallelism: Parallelism::AllCores,
         }
@@ -60,14 +60,16 @@ impl RefineSettings {
     /// Checks the settings once, before any work.
     pub fn check(&self) -> Result<()> {
         let positive = |v: f64| v.is_finite() && v > 0.0;
-        if !positive(self.rho_start) || !(self.rho_growth.is_finite() && self.rho_growth >= 1.0) {
+        if !(positive(self.rho_start) && self.rho_growth.is_finite() && self.rho_growth >= 1.0) {
             return Err(OptimaError::InvalidSetting(format!(
                 "refinement needs rho_start > 0 and rho_growth ≥ 1 (got {}, {})",
                 self.rho_start, self.rho_growth
             )));
         }
         if self.grow_every == 0 || self.stable_iterations == 0 {
-            return Err(OptimaError::InvalidSetting("refinement needs grow_every ≥ 1 and stable_iterations ≥ 1".into()));
+            return Err(OptimaError::InvalidSetting(
+                "refinement needs grow_every ≥ 1 and stable_iterations ≥ 1".into(),
+            ));
         }
         Ok(())
     }
@@ -84,7 +86,7 @@ impl RefineSettings {
         self
     }
 
-    /// Sets the growth factor of ρ (default 1.3).
+    /// Sets the growth factor of ρ (default 1.5).
     pub fn rho_growth(mut self, rho_growth: f64) -> Self {
         self.rho_growth = rho_growth;
         self
@@ -201,7 +203,8 @@ impl MaskRefiner {
         let problem = LayerProblem::new(weight.to_owned(), hessian.clone(), mask)?;
         let solve_seconds = first_solution.report.seconds + second_solution.report.seconds;
         let par = self.settings.parallelism;
-        let report = evaluate(self.solver.name(), &problem, merged.view(), &iterations_per_row, &status, solve_seconds, par);
+        let report =
+            evaluate(self.solver.name(), &problem, merged.view(), &iterations_per_row, &status, solve_seconds, par);
         let (_, _, mask) = problem.into_parts();
         Ok(Refinement {
             mask,
@@ -217,6 +220,7 @@ impl MaskRefiner {
     }
 
     /// ADMM from `start_weight` (feasible); returns the support it ends on and its iterations.
+    /// The iterates are f32: they only choose a support, which the exact solve then certifies.
     fn admm(
         &self,
         weight: ArrayView2<'_, f64>,
@@ -232,29 +236,31 @@ impl MaskRefiner {
         let inv_sqrt_d = sqrt_d.mapv(|v| 1.0 / v);
         #[allow(clippy::indexing_slicing)] // i, j < n for an n×n matrix and n-vectors.
         let h_hat = Array2::from_shape_fn((n, n), |(i, j)| h[[i, j]] * inv_sqrt_d[i] * inv_sqrt_d[j]);
-        let b = times_hessian((&weight * &sqrt_d).view(), h_hat.view(), par);
-        let mut z = &start_weight * &sqrt_d;
-        let mut u = Array2::<f64>::zeros(z.dim());
-        let mut mask = select_lowest(z.mapv(f64::abs).view(), pattern)?;
+        let b = times_hessian((&weight * &sqrt_d).view(), h_hat.view(), par).mapv(|v| v as f32);
+        let mut z = (&start_weight * &sqrt_d).mapv(|v| v as f32);
+        let mut u = Array2::<f32>::zeros(z.dim());
+        let mut mask = select_lowest(z.mapv(|v| f64::from(v.abs())).view(), pattern)?;
         let mut rho = s.rho_start;
-        let mut inverse = spd_inverse(h_hat.view(), rho, par.faer())?;
+        let inverse =
+            |rho: f64| -> Result<Array2<f32>> { Ok(spd_inverse(h_hat.view(), rho, par.faer())?.mapv(|v| v as f32)) };
+        let mut shifted_inverse = inverse(rho)?;
         let (mut stable, mut done) = (0usize, 0usize);
+        let mut rhs = Array2::<f32>::zeros(z.dim());
         while done < s.iterations && stable < s.stable_iterations {
             if done > 0 && done % s.grow_every == 0 {
                 rho *= s.rho_growth;
-                inverse = spd_inverse(h_hat.view(), rho, par.faer())?;
+                shifted_inverse = inverse(rho)?;
             }
-            let rhs = &b + &((&z - &u) * rho);
-            let x = times_hessian(rhs.view(), inverse.view(), par);
-            let v = &x + &u;
-            let next = select_lowest(v.mapv(f64::abs).view(), pattern)?;
-            z = v.clone();
-            Zip::indexed(&mut z).for_each(|(i, j), value| {
-                if next.is_pruned(i, j) {
-                    *value = 0.0;
-                }
+            let r = rho as f32;
+            Zip::from(&mut rhs).and(&b).and(&z).and(&u).for_each(|out, &b, &z, &u| *out = b + r * (z - u));
+            // v = x + u, with x = rhs (Ĥ + ρI)⁻¹.
+            let mut v = times_hessian(rhs.view(), shifted_inverse.view(), par);
+            v += &u;
+            let next = select_lowest(v.mapv(|v| f64::from(v.abs())).view(), pattern)?;
+            Zip::indexed(&mut z).and(&mut u).and(&v).for_each(|(i, j), z, u, &v| {
+                *z = if next.is_pruned(i, j) { 0.0 } else { v };
+                *u = v - *z;
             });
-            u = &v - &z;
             stable = if next == mask { stable + 1 } else { 0 };
             mask = next;
             done += 1;
