@@ -457,7 +457,8 @@ impl GgufFile {
     }
 
     /// The tensor called `name` as `f32`: its GGUF dims (`ne[0]` first) and its values in storage
-    /// order (`ne[0]` fastest). Dequantizes F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1.
+    /// order (`ne[0]` fastest). Converts every type in [`GgmlType::DEQUANTIZABLE`] (the plain
+    /// floats, the legacy quants, the K-quants and IQ4_NL/IQ4_XS).
     pub fn tensor_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         let t = self.tensor_info(name)?;
         let bytes = self.bytes_of(t)?;
