@@ -116,6 +116,19 @@ fn gguf_seeds() -> Vec<(String, Vec<u8>)> {
         ("half".to_string(), vec![4, 1], GgufTensorData::F16((0..4).map(|i| half::f16::from_f32(i as f32)).collect())),
     ];
     seeds.push(("metadata".to_string(), gguf_bytes(&metadata, &tensors).expect("valid")));
+    // One 256-element tensor of each K-quant and IQ4 type (written as F32, whose 1 KiB of data is
+    // more than any of their blocks need, then retyped).
+    use GgmlType::*;
+    let k_types = [Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, IQ4_NL, IQ4_XS];
+    let tensors: Vec<_> = k_types
+        .iter()
+        .map(|ty| (format!("k.{ty}"), vec![256], GgufTensorData::F32((0..256).map(|i| i as f32 - 100.5).collect())))
+        .collect();
+    let mut bytes = gguf_bytes(&[], &tensors).expect("valid");
+    for ty in k_types {
+        bytes = retype(bytes, &format!("k.{ty}"), ty);
+    }
+    seeds.push(("k_quants".to_string(), bytes));
     seeds
 }
 

@@ -110,6 +110,37 @@ fn write_read_round_trip_is_bit_exact() {
 }
 
 #[test]
+fn mapped_files_are_checked_against_their_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mapped.gguf");
+    let tensors = odd_tensors();
+    write_gguf(&path, &all_value_types(), &tensors).unwrap();
+    let file = GgufFile::read(&path).unwrap();
+    assert!(format!("{file:?}").contains("mapped: true"), "{file:?}");
+    let (last, ..) = tensors.last().unwrap();
+    let read_bits = |name: &str| file.tensor_f32(name).map(|(_, v)| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+    // Reading a tensor twice (its pages released in between) gives the same values.
+    assert_eq!(read_bits(last).unwrap(), read_bits(last).unwrap());
+    // Cut the file under the open map: reading a tensor is a format error, not a crash.
+    let cut = file.data_offset + file.tensor_info(last).unwrap().offset;
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(cut as u64).unwrap();
+    for (name, ..) in &tensors {
+        match file.tensor_f32(name) {
+            Err(e @ OptimaError::Format { .. }) => assert!(e.to_string().contains("shrank"), "{e}"),
+            other => panic!("{name}: expected a format error, got {other:?}"),
+        }
+        assert!(file.tensor_bytes(name).is_err());
+    }
+    // Opened again, the short file is refused up front, naming the tensor past its end.
+    let msg = is_format_error(GgufFile::read(&path));
+    assert!(msg.contains(&format!("{last:?}")) && msg.contains("past the end"), "{msg}");
+    // An empty file and a missing one.
+    std::fs::write(&path, b"").unwrap();
+    is_format_error(GgufFile::read(&path));
+    assert!(matches!(GgufFile::read(&dir.path().join("missing.gguf")), Err(OptimaError::Io { .. })));
+}
+
+#[test]
 fn alignment_from_metadata_is_kept_and_used() {
     let mut md = vec![("general.alignment".to_string(), GgufValue::U64(64)), ("x".to_string(), GgufValue::I8(1))];
     let tensors = odd_tensors();

@@ -110,14 +110,16 @@ fn q5_and_bf16_blocks_dequantize_by_hand() {
 
 #[test]
 fn types_without_a_dequantizer_parse_but_refuse_conversion() {
-    // One Q6_K block (256 elements, 210 bytes): the layout is known, the conversion is not.
+    // One IQ2_XXS block (256 elements, 66 bytes): the layout is known, the conversion is not.
     let mut raw = Raw::new();
-    raw.tensor("k", &[256], 14, &[0u8; 210]);
+    raw.tensor("k", &[256], 16, &[0u8; 66]);
     let f = parse(raw.bytes()).unwrap();
-    assert_eq!(f.tensor_info("k").unwrap().ggml_type, GgmlType::Q6_K);
-    assert_eq!(f.tensor_bytes("k").unwrap().len(), 210);
+    assert_eq!(f.tensor_info("k").unwrap().ggml_type, GgmlType::IQ2_XXS);
+    assert_eq!(f.tensor_bytes("k").unwrap().len(), 66);
     let e = f.tensor_f32("k").unwrap_err();
-    assert!(e.to_string().contains("Q6_K"), "{e}");
+    assert!(e.to_string().contains("type IQ2_XXS cannot be converted"), "{e}");
+    assert!(e.to_string().contains("Q4_K, Q5_K, Q6_K"), "the message lists what is supported: {e}");
+    assert!(!GgmlType::IQ2_XXS.can_dequantize() && GgmlType::Q6_K.can_dequantize());
     assert_eq!(
         dequantize(GgmlType::Q8_0, &[0u8; 33], 32).unwrap_err(),
         DequantizeError::WrongLength { ty: GgmlType::Q8_0, elements: 32, needed: 34, found: 33 }

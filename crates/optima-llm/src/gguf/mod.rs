@@ -1,6 +1,7 @@
 //! GGUF files (the llama.cpp model format, versions 2 and 3): a bounds-checked reader that
-//! dequantizes tensors to `f32` ([`read`], [`dequant`]), and a writer for `f32`/`f16` tensors
-//! ([`write`]).
+//! dequantizes tensors to `f32` ([`read`], [`dequant`]; plain floats, legacy quants, K-quants,
+//! IQ4_NL/IQ4_XS) from a memory map of the file ([`source`]), and a writer for `f32`/`f16`
+//! tensors ([`write`]).
 //!
 //! The reader treats the file as untrusted: every count, length, dimension and offset is checked
 //! against the file's size before anything is allocated, all arithmetic on them is checked, and
@@ -25,6 +26,7 @@
 
 mod dequant;
 mod read;
+mod source;
 mod value;
 mod write;
 

@@ -8,6 +8,7 @@ use ndarray::Array2;
 
 use optima::error::{OptimaError, Result};
 
+use super::source::FileBytes;
 use super::*;
 
 /// Where and what one tensor is.
@@ -27,7 +28,8 @@ pub struct GgufTensorInfo {
     pub n_bytes: usize,
 }
 
-/// A parsed GGUF file: header, metadata, tensor infos, and the file's bytes for the data.
+/// A parsed GGUF file: header, metadata, tensor infos, and the file's bytes for the data (mapped
+/// from the file by [`GgufFile::read`], in memory with [`GgufFile::from_bytes`]).
 pub struct GgufFile {
     /// Format version (2 or 3).
     pub version: u32,
@@ -40,7 +42,7 @@ pub struct GgufFile {
     /// Offset of the data section from the start of the file.
     pub data_offset: usize,
     path: PathBuf,
-    bytes: Vec<u8>,
+    bytes: FileBytes,
 }
 
 impl fmt::Debug for GgufFile {
@@ -51,7 +53,8 @@ impl fmt::Debug for GgufFile {
             .field("metadata", &self.metadata.len())
             .field("tensors", &self.tensors.len())
             .field("alignment", &self.alignment)
-            .field("bytes", &self.bytes.len())
+            .field("bytes", &self.bytes.as_slice().len())
+            .field("mapped", &matches!(self.bytes, FileBytes::Mapped { .. }))
             .finish()
     }
 }
@@ -190,15 +193,23 @@ pub(super) fn check_alignment(value: &GgufValue) -> std::result::Result<usize, S
 }
 
 impl GgufFile {
-    /// Reads and parses the GGUF file at `path`.
+    /// Maps the GGUF file at `path` into memory and parses it; tensor data is read from the map
+    /// when asked for. The file must not be modified or truncated while the result lives (the
+    /// usual assumption of memory-mapped readers): every tensor is checked to lie inside the file
+    /// now, and the file's length is checked again before each tensor is read, so a file
+    /// truncated in between gives a format error rather than a crash (see `source.rs`).
     pub fn read(path: &Path) -> Result<GgufFile> {
-        let bytes = std::fs::read(path).map_err(|source| OptimaError::Io { path: path.to_path_buf(), source })?;
-        Self::from_bytes(bytes, path)
+        Self::parse(FileBytes::map(path)?, path)
     }
 
     /// Parses a GGUF file already in memory; `path` only names the file in errors.
     pub fn from_bytes(bytes: Vec<u8>, path: &Path) -> Result<GgufFile> {
-        let mut r = Reader { bytes: &bytes, pos: 0, path };
+        Self::parse(FileBytes::Owned(bytes), path)
+    }
+
+    fn parse(source: FileBytes, path: &Path) -> Result<GgufFile> {
+        let bytes = source.as_slice();
+        let mut r = Reader { bytes, pos: 0, path };
         let magic = r.array::<4>("magic")?;
         if magic != GGUF_MAGIC {
             return Err(r.err(format!("not a GGUF file: it starts with {magic:02x?}, not \"GGUF\"")));
@@ -304,7 +315,7 @@ impl GgufFile {
                 )));
             }
         }
-        Ok(GgufFile { version, metadata, tensors, alignment, data_offset, path: path.to_path_buf(), bytes })
+        Ok(GgufFile { version, metadata, tensors, alignment, data_offset, path: path.to_path_buf(), bytes: source })
     }
 
     /// The path the file was read from (or the name given to [`GgufFile::from_bytes`]).
@@ -448,21 +459,25 @@ impl GgufFile {
     }
 
     fn bytes_of(&self, t: &GgufTensorInfo) -> Result<&[u8]> {
+        self.bytes.check_intact(&self.path)?;
         // Checked at parse time; checked again so a hand-edited info cannot index out of bounds.
         self.data_offset
             .checked_add(t.offset)
             .and_then(|start| start.checked_add(t.n_bytes).map(|end| (start, end)))
-            .and_then(|(start, end)| self.bytes.get(start..end))
+            .and_then(|(start, end)| self.bytes.as_slice().get(start..end))
             .ok_or_else(|| self.err(format!("tensor {:?} runs past the end of the file", t.name)))
     }
 
     /// The tensor called `name` as `f32`: its GGUF dims (`ne[0]` first) and its values in storage
-    /// order (`ne[0]` fastest). Dequantizes F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1.
+    /// order (`ne[0]` fastest). Converts every type in [`GgmlType::DEQUANTIZABLE`] (the plain
+    /// floats, the legacy quants, the K-quants and IQ4_NL/IQ4_XS). From a mapped file, the
+    /// tensor's pages are released afterwards (they do not stay in this process's memory).
     pub fn tensor_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         let t = self.tensor_info(name)?;
         let bytes = self.bytes_of(t)?;
         let values =
             dequantize(t.ggml_type, bytes, t.n_elements).map_err(|d| self.err(format!("tensor {name:?}: {d}")))?;
+        self.bytes.release(self.data_offset.saturating_add(t.offset), t.n_bytes);
         Ok((t.dims.clone(), values))
     }
 

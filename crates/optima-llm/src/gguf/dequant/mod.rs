@@ -1,8 +1,17 @@
-//! ggml tensor types and their decoding to `f32`, following ggml's block layouts.
+//! ggml tensor types and their decoding to `f32`, following ggml's block layouts: plain and
+//! legacy 32-element types in [`legacy`], the 256-element K-quants in [`kquants`], the non-linear
+//! 4-bit types in [`iq4`]. Every decoder works on whole fixed-size blocks that [`dequantize`] has
+//! checked against the data's length, so no input can make one read out of bounds.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
+
+mod iq4;
+mod kquants;
+mod legacy;
 
 use std::fmt;
 
-use half::{bf16, f16};
+use half::f16;
 use rayon::prelude::*;
 
 /// A ggml tensor type (the storage format of a tensor's data).
@@ -126,10 +135,16 @@ impl GgmlType {
         }
     }
 
-    /// Whether [`GgufFile::tensor_f32`] can convert this type to `f32`.
-    pub fn can_dequantize(self) -> bool {
+    /// The types [`dequantize`] converts to `f32`.
+    pub const DEQUANTIZABLE: [GgmlType; 16] = {
         use GgmlType::*;
-        matches!(self, F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0)
+        [F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, IQ4_NL, IQ4_XS]
+    };
+
+    /// Whether [`GgufFile::tensor_f32`](super::GgufFile::tensor_f32) can convert this type to
+    /// `f32` (one of [`GgmlType::DEQUANTIZABLE`]).
+    pub fn can_dequantize(self) -> bool {
+        Self::DEQUANTIZABLE.contains(&self)
     }
 }
 
@@ -174,7 +189,7 @@ pub enum DequantizeError {
         found: usize,
     },
     /// A type this build cannot decode.
-    #[error("type {0} cannot be converted to f32 here (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1)")]
+    #[error("type {0} cannot be converted to f32 here (supported: {list})", list = supported_list())]
     Unsupported(GgmlType),
 }
 
@@ -202,15 +217,42 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> std::result::Result<V
     Ok(out)
 }
 
+/// The dequantizable types, comma-separated, for error messages.
+fn supported_list() -> String {
+    GgmlType::DEQUANTIZABLE.iter().map(GgmlType::to_string).collect::<Vec<_>>().join(", ")
+}
+
 /// An `f16` stored little-endian, as `f32`.
 #[inline]
 fn half(b: [u8; 2]) -> f32 {
     f16::from_le_bytes(b).to_f32()
 }
 
-/// Applies `f` to each block: `x` holds whole blocks of `X` bytes, `y` receives `Y` values per block.
+/// Consecutive fixed-size fields of one block, read front to back.
+struct Fields<'a>(&'a [u8]);
+
+impl<'a> Fields<'a> {
+    /// The next `N` bytes; `None` only if the block is shorter than its fields, which the block
+    /// sizes rule out (each decoder's fields add up to its `type_size`).
+    #[inline]
+    fn next<const N: usize>(&mut self) -> Option<&'a [u8; N]> {
+        let (field, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(field)
+    }
+
+    /// The next two bytes as a little-endian `f16`, converted to `f32`.
+    #[inline]
+    fn half(&mut self) -> Option<f32> {
+        self.next().map(|&b| half(b))
+    }
+}
+
+/// Applies `f` to each block: `x` holds whole blocks of `X` bytes, `y` receives `Y` values per
+/// block. What `f` returns is ignored (the K-quant decoders return `Option<()>` only to read their
+/// fields with `?`).
 #[inline]
-fn for_blocks<const X: usize, const Y: usize>(x: &[u8], y: &mut [f32], f: impl Fn(&[u8; X], &mut [f32; Y])) {
+fn for_blocks<const X: usize, const Y: usize, R>(x: &[u8], y: &mut [f32], f: impl Fn(&[u8; X], &mut [f32; Y]) -> R) {
     for (x, y) in x.chunks_exact(X).zip(y.chunks_exact_mut(Y)) {
         // `chunks_exact` yields exactly `X` and `Y` elements, so both conversions succeed.
         if let (Ok(x), Ok(y)) = (x.try_into(), y.try_into()) {
@@ -222,64 +264,24 @@ fn for_blocks<const X: usize, const Y: usize>(x: &[u8], y: &mut [f32], f: impl F
 /// Whole blocks of type `ty`: `x` holds `type_size` bytes per block, `y` receives `block_size`
 /// values per block.
 fn dequantize_blocks(ty: GgmlType, x: &[u8], y: &mut [f32]) {
+    use GgmlType::*;
     match ty {
-        GgmlType::F32 => for_blocks(x, y, |&x: &[u8; 4], [y]: &mut [f32; 1]| *y = f32::from_le_bytes(x)),
-        GgmlType::F16 => for_blocks(x, y, |&x: &[u8; 2], [y]: &mut [f32; 1]| *y = half(x)),
-        GgmlType::BF16 => for_blocks(x, y, |&x: &[u8; 2], [y]: &mut [f32; 1]| *y = bf16::from_le_bytes(x).to_f32()),
-        GgmlType::Q8_0 => for_blocks(x, y, |x: &[u8; 34], y: &mut [f32; 32]| {
-            // block_q8_0 { f16 d; i8 qs[32]; }
-            let [d0, d1, qs @ ..] = x;
-            let d = half([*d0, *d1]);
-            for (v, &q) in y.iter_mut().zip(qs) {
-                *v = f32::from(q as i8) * d;
-            }
-        }),
-        GgmlType::Q4_0 => for_blocks(x, y, |x: &[u8; 18], y: &mut [f32; 32]| {
-            // block_q4_0 { f16 d; u8 qs[16]; }: low nibbles are elements 0..16, high 16..32.
-            let [d0, d1, qs @ ..] = x;
-            let d = half([*d0, *d1]);
-            let (lo, hi) = y.split_at_mut(16);
-            for ((&q, lo), hi) in qs.iter().zip(lo).zip(hi) {
-                *lo = f32::from(i16::from(q & 0x0f) - 8) * d;
-                *hi = f32::from(i16::from(q >> 4) - 8) * d;
-            }
-        }),
-        GgmlType::Q4_1 => for_blocks(x, y, |x: &[u8; 20], y: &mut [f32; 32]| {
-            // block_q4_1 { f16 d; f16 m; u8 qs[16]; }
-            let [d0, d1, m0, m1, qs @ ..] = x;
-            let (d, m) = (half([*d0, *d1]), half([*m0, *m1]));
-            let (lo, hi) = y.split_at_mut(16);
-            for ((&q, lo), hi) in qs.iter().zip(lo).zip(hi) {
-                *lo = f32::from(q & 0x0f) * d + m;
-                *hi = f32::from(q >> 4) * d + m;
-            }
-        }),
-        GgmlType::Q5_0 => for_blocks(x, y, |x: &[u8; 22], y: &mut [f32; 32]| {
-            // block_q5_0 { f16 d; u8 qh[4]; u8 qs[16]; }: bit j of qh is the 5th bit of element j.
-            let [d0, d1, h0, h1, h2, h3, qs @ ..] = x;
-            let d = half([*d0, *d1]);
-            let qh = u32::from_le_bytes([*h0, *h1, *h2, *h3]);
-            let (lo, hi) = y.split_at_mut(16);
-            for (j, ((&q, lo), hi)) in qs.iter().zip(lo).zip(hi).enumerate() {
-                let h0 = (((qh >> j) << 4) & 0x10) as u8;
-                let h1 = ((qh >> (j + 12)) & 0x10) as u8;
-                *lo = f32::from(i16::from((q & 0x0f) | h0) - 16) * d;
-                *hi = f32::from(i16::from((q >> 4) | h1) - 16) * d;
-            }
-        }),
-        GgmlType::Q5_1 => for_blocks(x, y, |x: &[u8; 24], y: &mut [f32; 32]| {
-            // block_q5_1 { f16 d; f16 m; u8 qh[4]; u8 qs[16]; }
-            let [d0, d1, m0, m1, h0, h1, h2, h3, qs @ ..] = x;
-            let (d, m) = (half([*d0, *d1]), half([*m0, *m1]));
-            let qh = u32::from_le_bytes([*h0, *h1, *h2, *h3]);
-            let (lo, hi) = y.split_at_mut(16);
-            for (j, ((&q, lo), hi)) in qs.iter().zip(lo).zip(hi).enumerate() {
-                let h0 = (((qh >> j) << 4) & 0x10) as u8;
-                let h1 = ((qh >> (j + 12)) & 0x10) as u8;
-                *lo = f32::from((q & 0x0f) | h0) * d + m;
-                *hi = f32::from((q >> 4) | h1) * d + m;
-            }
-        }),
+        F32 => for_blocks(x, y, legacy::plain_f32),
+        F16 => for_blocks(x, y, legacy::plain_f16),
+        BF16 => for_blocks(x, y, legacy::plain_bf16),
+        Q8_0 => for_blocks(x, y, legacy::q8_0),
+        Q4_0 => for_blocks(x, y, legacy::q4_0),
+        Q4_1 => for_blocks(x, y, legacy::q4_1),
+        Q5_0 => for_blocks(x, y, legacy::q5_0),
+        Q5_1 => for_blocks(x, y, legacy::q5_1),
+        Q2_K => for_blocks(x, y, kquants::q2_k),
+        Q3_K => for_blocks(x, y, kquants::q3_k),
+        Q4_K => for_blocks(x, y, kquants::q4_k),
+        Q5_K => for_blocks(x, y, kquants::q5_k),
+        Q6_K => for_blocks(x, y, kquants::q6_k),
+        Q8_K => for_blocks(x, y, kquants::q8_k),
+        IQ4_NL => for_blocks(x, y, iq4::iq4_nl),
+        IQ4_XS => for_blocks(x, y, iq4::iq4_xs),
         // Refused by `dequantize` before any block is touched.
         _ => y.fill(f32::NAN),
     }
