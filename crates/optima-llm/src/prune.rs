@@ -41,6 +41,9 @@ struct BlockMemory {
     layers: Vec<(LinearKind, Bytes, MemoryEstimate)>,
 }
 
+/// Numbers the runs of this process, so that their spill folders differ.
+static NEXT_RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn block_memory(config: &LlamaConfig, seq_len: usize, settings: &PruneSettings) -> Result<BlockMemory> {
     let (h, i) = (config.hidden, config.intermediate);
     let dense = settings.objective == Objective::Dense;
@@ -232,15 +235,20 @@ pub fn prune_model_resumable(
     if let (true, Some(c)) = (first > 0, checkpoint) {
         progress(PruneEvent::Resumed { first_block: first, blocks, checkpoint: c.dir() });
     }
+    let run = NEXT_RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     for b in first..blocks {
         progress(PruneEvent::BlockStarted { block: b, blocks });
         let config = model.config;
         // The block as it was: the dense stream's weights, and with the parallel order the
         // weights every stage is calibrated with.
         let original = model.blocks.get(b).cloned().ok_or_else(|| OptimaError::Internal(format!("no block {b}")))?;
+        // Unique per run as well as per process: two runs in one process (tests, a library caller
+        // pruning two models at once) must never share, or delete, each other's spill folders.
         let scratch = |tag: &str| {
-            plan.activations_on_disk
-                .then(|| std::env::temp_dir().join(format!("optima-{tag}-{}-{b}", std::process::id())))
+            plan.activations_on_disk.then(|| {
+                let name = format!("optima-{tag}-{}-{run}-{b}", std::process::id());
+                std::env::temp_dir().join(name)
+            })
         };
         let mut pruned = Stream::new(&xs, scratch("pruned"));
         let mut dense_stream = dense_inputs.as_ref().map(|xd| Stream::new(xd, scratch("dense")));
