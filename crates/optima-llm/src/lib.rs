@@ -4,6 +4,8 @@
 //! GGUF metadata, the Llama forward pass, perplexity, and block-sequential pruning with
 //! checkpoints. Long runs report [`progress`] events through a callback.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
+
 mod activations;
 pub mod calibration;
 pub mod checkpoint;
