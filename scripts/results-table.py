@@ -52,6 +52,7 @@ ROWS = [
     ("default-fullgrid", "the default, grid scored on every row (not a 1-in-4 row sample)"),
     ("sparsegpt-mask-default", "SparseGPT's mask + the default's update (`--masker sparsegpt`)"),
     ("dense-objective", "the default with `--objective dense`"),
+    ("refine", "the default + `--refine 60` (masks refined with the solver in the loop)"),
 ]
 
 
@@ -138,6 +139,7 @@ levers = [
     ("Exact update on Wanda's mask (the default) against the mask alone", "default-{}", "wanda-{}"),
     ("The default's update on SparseGPT's mask against SparseGPT's own", "sparsegpt-mask-default-{}", "sparsegpt-{}"),
     ("The dense objective (with the default's other levers) against the layer objective", "dense-objective-{}", "default-{}"),
+    ("Mask refinement (`--refine 60`) on the default", "refine-{}", "default-{}"),
     ("128 × 512 calibration tokens against 32 × 256, the default", "default-{}-128x512", "default-{}"),
     ("128 × 512 calibration tokens against 32 × 256, `--preset sparsegpt`", "sparsegpt-{}-128x512", "sparsegpt-{}"),
 ]

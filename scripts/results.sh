@@ -33,6 +33,8 @@ runs=(
   "default-2of4|--pattern 2:4"
   "wanda-2of4|--preset wanda --pattern 2:4"
   "auto-sequential-2of4|--held-out 0 --pattern 2:4"
+  "refine-2of4|--pattern 2:4 --refine 60"
+  "refine-0.5|--pattern 0.5 --refine 60"
 )
 if [ "${1:-}" != quick ]; then
   for s in 0.7; do

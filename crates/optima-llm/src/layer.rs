@@ -152,29 +152,13 @@ pub(crate) fn prune_layer(
                 // The mask's own weights: SparseGPT's update where it chose the mask, else the masked W.
                 let baseline_name = if own.is_some() { "sparsegpt" } else { "none" };
                 let baseline = own.unwrap_or_else(|| baseline_problem.masked_weight());
-                let (weights, report, mut record) =
-                    choose_damping(&fit, &problem, grid, &baseline, held_out, &solve, par)?;
-                // A refined mask competes with the starting mask's own update at the same damping.
-                let unrefined = match &start_problem {
-                    Some(start) => {
-                        let hessian = Hessian::new(fit.hessian.undamped(), record.damping)?;
-                        let candidate = LayerProblem::new(target(&fit, &hessian, par)?, hessian, start.mask().clone())?;
-                        let (weights, report) = solve(&candidate)?;
-                        let error = held_out.scorer(fit.weight.view(), par)?.error(weights.view())?;
-                        Some((weights, report, error))
-                    }
-                    None => None,
-                };
-                match unrefined {
-                    Some((w, r, error)) if error < record.error_update && error < record.error_baseline => {
-                        record.error_update = error;
-                        (w, r, true, Some(record), true)
-                    }
-                    _ if record.error_update < record.error_baseline => (weights, report, true, Some(record), false),
-                    _ => {
-                        let report = unit(baseline_name, &baseline, baseline_problem, 0.0)?;
-                        (baseline, report, false, Some(record), true)
-                    }
+                let alternative = start_problem.as_ref().map(LayerProblem::mask);
+                let choice = choose_damping(&fit, &problem, alternative, grid, &baseline, held_out, &solve, par)?;
+                if choice.record.error_update < choice.record.error_baseline {
+                    (choice.weights, choice.report, true, Some(choice.record), choice.alternative)
+                } else {
+                    let report = unit(baseline_name, &baseline, baseline_problem, 0.0)?;
+                    (baseline, report, false, Some(choice.record), true)
                 }
             }
         };
@@ -236,24 +220,38 @@ pub(crate) const GRID_SAMPLE_MIN_ROWS: usize = 256;
 /// The row stride of the grid's sample.
 pub(crate) const GRID_ROW_STRIDE: usize = 4;
 
+/// The held-out choice of one layer's update.
+struct Choice {
+    weights: Array2<f64>,
+    report: SolveReport,
+    record: HeldOutRecord,
+    /// Whether the alternative mask won (the starting mask, against a refined one).
+    alternative: bool,
+}
+
 /// The update at the damping of `grid` with the lowest held-out error (docs/math.md, "Damping from
-/// held-out tokens"), its report, and the record of the choice against `baseline`.
+/// held-out tokens"), its report, and the record of the choice against `baseline`. With an
+/// `alternative` mask, that mask's update at the chosen damping competes on the same rows, and the
+/// winner is the one solved in full.
+#[allow(clippy::too_many_arguments)] // The layer's fit, both masks, the grid and the scoring parts.
 fn choose_damping(
     fit: &LayerFit<'_>,
     problem: &LayerProblem,
+    alternative: Option<&Mask>,
     grid: &[f64],
     baseline: &Array2<f64>,
     held_out: &HeldOut,
     solve: &Solve<'_>,
     par: Parallelism,
-) -> Result<(Array2<f64>, SolveReport, HeldOutRecord)> {
+) -> Result<Choice> {
     let m = problem.rows();
     let rows: Vec<usize> =
         if m >= GRID_SAMPLE_MIN_ROWS { (0..m).step_by(GRID_ROW_STRIDE).collect() } else { (0..m).collect() };
     let sampled = rows.len() < m;
     let sample_weight = fit.weight.select(Axis(0), &rows);
-    let sample_mask =
-        Mask::from_fn(rows.len(), problem.cols(), |i, j| rows.get(i).is_some_and(|&r| problem.mask().is_pruned(r, j)));
+    let sample_of =
+        |mask: &Mask| Mask::from_fn(rows.len(), mask.cols(), |i, j| rows.get(i).is_some_and(|&r| mask.is_pruned(r, j)));
+    let sample_mask = sample_of(problem.mask());
     let sample_fit = LayerFit { weight: sample_weight, hessian: fit.hessian.clone(), cross: fit.cross, held_out: None };
     let sample_scorer = held_out.scorer(sample_fit.weight.view(), par)?;
     let mut best: Option<(f64, Hessian, Array2<f64>, SolveReport)> = None;
@@ -266,11 +264,20 @@ fn choose_damping(
             best = Some((error, hessian, weights, report));
         }
     }
-    let (_, hessian, weights, report) =
+    let (error, hessian, weights, report) =
         best.ok_or_else(|| OptimaError::InvalidSetting("the held-out damping grid is empty".into()))?;
     let damping = hessian.percdamp();
+    let mut winner = (problem.mask(), weights, report, false);
+    if let Some(other) = alternative {
+        let candidate = LayerProblem::new(target(&sample_fit, &hessian, par)?, hessian.clone(), sample_of(other))?;
+        let (weights, report) = solve(&candidate)?;
+        if sample_scorer.error(weights.view())? < error {
+            winner = (other, weights, report, true);
+        }
+    }
+    let (mask, weights, report, alternative) = winner;
     let (weights, report) = if sampled {
-        solve(&LayerProblem::new(target(fit, &hessian, par)?, hessian, problem.mask().clone())?)?
+        solve(&LayerProblem::new(target(fit, &hessian, par)?, hessian, mask.clone())?)?
     } else {
         (weights, report)
     };
@@ -280,7 +287,7 @@ fn choose_damping(
         error_update: scorer.error(weights.view())?,
         error_baseline: scorer.error(baseline.view())?,
     };
-    Ok((weights, report, record))
+    Ok(Choice { weights, report, record, alternative })
 }
 
 #[cfg(test)]
@@ -315,11 +322,18 @@ mod tests {
     }
 
     fn prune_rows(rows: usize, held_out: Array2<f64>, grid: Vec<f64>) -> (LayerRecord, Array2<f32>, Array2<f64>) {
+        prune_with(rows, held_out, settings(grid))
+    }
+
+    fn prune_with(
+        rows: usize,
+        held_out: Array2<f64>,
+        settings: PruneSettings,
+    ) -> (LayerRecord, Array2<f32>, Array2<f64>) {
         let mut rng = StdRng::seed_from_u64(3);
         let x = Array2::from_shape_fn((20, 12), |_| rng.random_range(-1.0..1.0f64));
         let train = x.t().dot(&x) / 20.0;
         let weight = Array2::from_shape_fn((rows, 12), |_| rng.random_range(-1.0..1.0f64));
-        let settings = settings(grid);
         let solver = settings.update.as_ref().unwrap().build(optima::Device::Cpu).unwrap();
         let held = HeldOut::of_layer(held_out);
         let fit = LayerFit {
@@ -378,5 +392,33 @@ mod tests {
         let want =
             "direct".parse::<SolverSpec>().unwrap().build(optima::Device::Cpu).unwrap().solve(&problem, None).unwrap();
         assert_eq!(out, want.weight.mapv(|v| v as f32));
+    }
+
+    #[test]
+    fn a_refined_mask_is_kept_only_where_the_held_out_tokens_prefer_it() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let x = Array2::from_shape_fn((20, 12), |_| rng.random_range(-1.0..1.0f64));
+        let train = x.t().dot(&x) / 20.0;
+        let plain = settings(vec![0.0]);
+        let refined = PruneSettings { refine: Some(optima::mask::RefineSettings::default()), ..plain.clone() };
+        // Held-out tokens like the fitted ones: the refined support's lower objective carries over.
+        let (before, ..) = prune_with(8, train.clone(), plain.clone());
+        let (after, out, _) = prune_with(8, train, refined.clone());
+        let record = after.refinement.expect("the run refined its masks");
+        assert!(record.objective <= record.objective_start && record.objective <= record.objective_admm);
+        assert!(after.held_out.unwrap().error_update <= before.held_out.unwrap().error_update);
+        for row in out.rows() {
+            assert_eq!(row.iter().filter(|&&v| v == 0.0).count(), 6, "the pattern holds exactly");
+        }
+        // Held-out tokens that punish every move of a kept weight: nothing beats the mask alone,
+        // which is on the masker's own mask.
+        let (punished, out, weight) = prune_with(8, Array2::eye(12), refined);
+        assert!(!punished.update_kept && !punished.refinement.unwrap().kept);
+        let wanda = optima::mask::WandaMasker
+            .select(weight.view(), &Hessian::new(x.t().dot(&x) / 20.0, 0.01).unwrap(), &"0.5".parse().unwrap())
+            .unwrap();
+        for ((i, j), &v) in out.indexed_iter() {
+            assert_eq!(v == 0.0, wanda.is_pruned(i, j), "({i}, {j}) is on Wanda's mask");
+        }
     }
 }
