@@ -445,14 +445,16 @@ fn refinement_summary(layers: &[optima_llm::report::LayerRecord]) -> serde_json:
     if refined.is_empty() {
         return serde_json::Value::Null;
     }
-    let drop = |r: &&optima_llm::report::RefinementRecord| 1.0 - r.objective / r.objective_start.max(f64::MIN_POSITIVE);
+    let drop = |r: &&optima_llm::report::RefinementRecord| {
+        1.0 - r.summary.objective / r.summary.objective_start.max(f64::MIN_POSITIVE)
+    };
     json!({
         "layers": refined.len(),
         "layers_on_refined_mask": refined.iter().filter(|r| r.kept).count(),
         "mean_objective_drop": refined.iter().map(drop).sum::<f64>() / refined.len() as f64,
-        "rows_changed": refined.iter().map(|r| r.rows_changed).sum::<usize>(),
-        "mean_iterations": refined.iter().map(|r| r.iterations as f64).sum::<f64>() / refined.len() as f64,
-        "seconds": refined.iter().map(|r| r.seconds).sum::<f64>(),
+        "rows_changed": refined.iter().map(|r| r.summary.rows_changed).sum::<usize>(),
+        "mean_iterations": refined.iter().map(|r| r.summary.iterations as f64).sum::<f64>() / refined.len() as f64,
+        "seconds": refined.iter().map(|r| r.summary.seconds).sum::<f64>(),
     })
 }
 

@@ -197,15 +197,8 @@ pub(crate) fn prune_layer(
         chunks: report.chunks,
         update_kept,
         held_out,
-        refinement: refinement.map(|r| RefinementRecord {
-            objective_start: r.objective_start,
-            objective_admm: r.objective_admm,
-            objective: r.objective,
-            rows_changed: r.rows_changed,
-            iterations: r.iterations,
-            seconds: r.seconds,
-            kept: !on_start_mask && start_problem.is_some(),
-        }),
+        refinement: refinement
+            .map(|r| RefinementRecord { summary: r.summary, kept: !on_start_mask && start_problem.is_some() }),
         mask_seconds,
         solve_seconds,
     })
@@ -405,7 +398,10 @@ mod tests {
         let (before, ..) = prune_with(8, train.clone(), plain.clone());
         let (after, out, _) = prune_with(8, train, refined.clone());
         let record = after.refinement.expect("the run refined its masks");
-        assert!(record.objective <= record.objective_start && record.objective <= record.objective_admm);
+        assert!(
+            record.summary.objective <= record.summary.objective_start
+                && record.summary.objective <= record.summary.objective_admm
+        );
         assert!(after.held_out.unwrap().error_update <= before.held_out.unwrap().error_update);
         for row in out.rows() {
             assert_eq!(row.iter().filter(|&&v| v == 0.0).count(), 6, "the pattern holds exactly");

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::held_out::HeldOutRecord;
 use crate::llama::LinearKind;
+use optima::mask::RefinementSummary;
 
 /// What happened to one linear layer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -46,23 +47,15 @@ pub struct LayerRecord {
     pub solve_seconds: f64,
 }
 
-/// One layer's mask refinement: the layer objective (`Σ f_i` at the run's damping) of each step.
+/// One layer's mask refinement: the layer objective (`Σ f_i` at the run's damping) of each step,
+/// and whether the answer is on the refined mask.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct RefinementRecord {
-    /// The exact solution on the starting mask.
-    pub objective_start: f64,
-    /// The exact solution on the support ADMM ended on.
-    pub objective_admm: f64,
-    /// Row by row the better of the two: never above either.
-    pub objective: f64,
-    /// Rows that took ADMM's support.
-    pub rows_changed: usize,
-    /// ADMM iterations.
-    pub iterations: usize,
-    /// Seconds.
-    pub seconds: f64,
+    /// The objectives of each step, rows moved, iterations and seconds.
+    #[serde(flatten)]
+    pub summary: RefinementSummary,
     /// Whether the layer's answer is on the refined mask (not where a fallback to the starting
-    /// mask's own weights won on held-out tokens, or refinement changed nothing).
+    /// mask won on held-out tokens, or refinement changed nothing).
     pub kept: bool,
 }
 

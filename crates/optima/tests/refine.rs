@@ -72,8 +72,8 @@ fn on_enumerable_layers_refinement_closes_most_of_the_gap_to_the_optimum() {
         // Refinement must find real improvements here: Wanda's mask is far from optimal on
         // these outlier-heavy layers.
         assert!(gap_refined < 0.5 * gap_start, "{}", report.join("\n"));
-        assert!(refined.objective <= refined.objective_start);
-        assert!(refined.objective <= refined.objective_admm + 1e-12);
+        assert!(refined.summary.objective <= refined.summary.objective_start);
+        assert!(refined.summary.objective <= refined.summary.objective_admm + 1e-12);
     }
     println!("{}", report.join("\n"));
 }
@@ -90,8 +90,11 @@ fn refining_a_mask_that_is_already_optimal_keeps_its_objective() {
     let start = WandaMasker.select(weight.view(), &hessian, &pattern).unwrap();
     let refined = refiner(60).refine(weight.view(), &hessian, &pattern, &start).unwrap();
     assert_eq!(refined.mask, start);
-    assert_eq!(refined.rows_changed, 0);
-    assert!((refined.objective - refined.objective_start).abs() <= 1e-12 * refined.objective_start.max(1.0));
+    assert_eq!(refined.summary.rows_changed, 0);
+    assert!(
+        (refined.summary.objective - refined.summary.objective_start).abs()
+            <= 1e-12 * refined.summary.objective_start.max(1.0)
+    );
 }
 
 #[test]

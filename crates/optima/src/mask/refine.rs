@@ -108,11 +108,19 @@ pub struct Refinement {
     pub weight: Array2<f64>,
     /// The certificate of `weight` on `mask`.
     pub report: SolveReport,
-    /// `Σ f_i` of the exact solution on the starting mask.
+    /// The layer objective of each step, and the cost.
+    pub summary: RefinementSummary,
+}
+
+/// What one refinement did: the layer objective `Σ f_i` of each step, rows moved and the cost.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct RefinementSummary {
+    /// The exact solution on the starting mask.
     pub objective_start: f64,
-    /// `Σ f_i` of the exact solution on ADMM's support.
+    /// The exact solution on the support ADMM ended on.
     pub objective_admm: f64,
-    /// `Σ f_i` of the result: row by row the lower of the two, so at most both.
+    /// Row by row the lower of the two, so at most both.
     pub objective: f64,
     /// Rows that took ADMM's support.
     pub rows_changed: usize,
@@ -206,17 +214,15 @@ impl MaskRefiner {
         let report =
             evaluate(self.solver.name(), &problem, merged.view(), &iterations_per_row, &status, solve_seconds, par);
         let (_, _, mask) = problem.into_parts();
-        Ok(Refinement {
-            mask,
-            weight: merged,
+        let summary = RefinementSummary {
             objective_start: first_solution.report.objective,
             objective_admm: second_solution.report.objective,
             objective: report.objective,
-            report,
             rows_changed,
             iterations,
             seconds: t.elapsed().as_secs_f64(),
-        })
+        };
+        Ok(Refinement { mask, weight: merged, report, summary })
     }
 
     /// ADMM from `start_weight` (feasible); returns the support it ends on and its iterations.
