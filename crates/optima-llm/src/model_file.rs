@@ -46,9 +46,9 @@ impl ModelSource {
 /// The tokenizer that came with a model.
 pub enum ModelTokenizer {
     /// optima's own byte-level BPE, from a GGUF file's metadata.
-    Gguf(Tokenizer),
+    Gguf(Box<Tokenizer>),
     /// A `tokenizer.json`, run by the `tokenizers` crate.
-    HuggingFace(HfTokenizer),
+    HuggingFace(Box<HfTokenizer>),
 }
 
 impl ModelTokenizer {
@@ -86,11 +86,11 @@ pub fn load_model(path: &Path) -> Result<LoadedModel> {
         return Ok(LoadedModel {
             source: ModelSource::HuggingFace(loaded.checkpoint),
             model: loaded.model,
-            tokenizer: ModelTokenizer::HuggingFace(loaded.tokenizer),
+            tokenizer: ModelTokenizer::HuggingFace(Box::new(loaded.tokenizer)),
         });
     }
     let (gguf, model, tokenizer) = load_gguf(path)?;
-    Ok(LoadedModel { source: ModelSource::Gguf(gguf), model, tokenizer: ModelTokenizer::Gguf(tokenizer) })
+    Ok(LoadedModel { source: ModelSource::Gguf(gguf), model, tokenizer: ModelTokenizer::Gguf(Box::new(tokenizer)) })
 }
 
 /// Reads a Llama GGUF file: weights dequantized to f32, tokenizer from its metadata.

@@ -121,7 +121,7 @@ impl HfConfig {
             blocks: self.num_hidden_layers,
             heads,
             kv_heads: self.num_key_value_heads.unwrap_or(heads),
-            head_dim: self.head_dim.unwrap_or(if heads > 0 { self.hidden_size / heads } else { 0 }),
+            head_dim: self.head_dim.or_else(|| self.hidden_size.checked_div(heads)).unwrap_or(0),
             rope_theta: self.rope_theta.unwrap_or(10_000.0) as f32,
             rms_eps: self.rms_norm_eps as f32,
             vocab: self.vocab_size,
