@@ -10,6 +10,15 @@ use optima_llm::llama::{LlamaConfig, LlamaModel};
 use optima_llm::model_file::load_model;
 use tiny_model::*;
 
+/// What `optima perplexity --json` prints for `model` on 2 windows of 16 tokens of `text`.
+fn perplexity_json(model: &Path, text: &Path) -> serde_json::Value {
+    let (model, text) = (model.to_str().unwrap(), text.to_str().unwrap());
+    let args = ["perplexity", "--model", model, "--text", text, "--windows", "2", "--window-len", "16", "--json"];
+    let r = Command::new(env!("CARGO_BIN_EXE_optima")).args(args).output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    serde_json::from_slice(&r.stdout).unwrap()
+}
+
 #[test]
 fn the_cli_prunes_evaluates_and_refuses_to_overwrite() {
     let dir = tempfile::tempdir().unwrap();
@@ -52,20 +61,7 @@ fn the_cli_prunes_evaluates_and_refuses_to_overwrite() {
     assert!(v["perplexity"]["ppl"].as_f64().unwrap() > 1.0);
     assert!(v["mean_error_after"].as_f64().unwrap() < v["mean_error_before"].as_f64().unwrap());
     check_pattern(&load_model(&out).unwrap().model, &"2:4".parse().unwrap());
-    let ppl = run(&[
-        "perplexity",
-        "--model",
-        &s(&out),
-        "--text",
-        &s(&text),
-        "--windows",
-        "2",
-        "--window-len",
-        "16",
-        "--json",
-    ]
-    .map(String::from));
-    assert!(ppl.status.success(), "{}", String::from_utf8_lossy(&ppl.stderr));
+    assert!(perplexity_json(&out, &text)["ppl"].as_f64().unwrap() > 1.0);
 
     let mut overwrite = args.clone();
     let pos = overwrite.iter().position(|a| a == "--out").unwrap();
@@ -315,24 +311,7 @@ fn a_hugging_face_folder_prunes_and_evaluates_like_its_gguf() {
     assert_eq!(va["perplexity"], vb["perplexity"]);
     assert_eq!(va["mean_error_after"], vb["mean_error_after"]);
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "the same pruned tensors, byte for byte");
-    let ppl = |model: &Path| {
-        let r = run(&[
-            "perplexity",
-            "--model",
-            &s(model),
-            "--text",
-            &s(&text),
-            "--windows",
-            "2",
-            "--window-len",
-            "16",
-            "--json",
-        ]
-        .map(String::from));
-        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-        serde_json::from_slice::<serde_json::Value>(&r.stdout).unwrap()["ppl"].clone()
-    };
-    assert_eq!(ppl(&gguf), ppl(&folder.join("config.json")));
+    assert_eq!(perplexity_json(&gguf, &text)["ppl"], perplexity_json(&folder.join("config.json"), &text)["ppl"]);
     let refused = prune(&folder, &dir.path().join("out.gguf"));
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("needs a GGUF input"));
