@@ -1,4 +1,4 @@
-//! `optima perplexity`: score a text with a GGUF model.
+//! `optima perplexity`: score a text with a GGUF model or a Hugging Face checkpoint.
 
 use std::path::PathBuf;
 
@@ -9,7 +9,7 @@ use optima_llm::perplexity::perplexity;
 
 #[derive(Args)]
 pub struct PerplexityArgs {
-    /// The model (GGUF).
+    /// The model: a GGUF file, or a Hugging Face folder (or its config.json).
     #[arg(long)]
     pub model: PathBuf,
     /// The text (may be gzip-compressed).
@@ -32,7 +32,7 @@ pub struct PerplexityArgs {
 pub fn run(args: PerplexityArgs) -> optima::Result<()> {
     let loaded = load_model(&args.model)?;
     let text = read_text(&args.text)?;
-    let tokens = loaded.tokenizer.encode(skip_chars(&text, args.start_char));
+    let tokens = loaded.tokenizer.encode(skip_chars(&text, args.start_char))?;
     let bar = crate::progress::PerplexityBar::new(!args.json);
     let result = perplexity(&loaded.model, &tokens, args.windows, args.window_len, |p| bar.update(p))?;
     drop(bar);

@@ -1,4 +1,4 @@
-//! `optima prune`: prune a GGUF Llama model block by block and write it out.
+//! `optima prune`: prune a Llama model (GGUF or Hugging Face) block by block and write it out.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -18,7 +18,7 @@ use serde_json::json;
 
 #[derive(Args)]
 pub struct PruneArgs {
-    /// The model to prune (GGUF).
+    /// The model to prune: a GGUF file, or a Hugging Face folder (or its config.json).
     #[arg(long)]
     model: PathBuf,
     /// Calibration text: a file (gzip allowed) or a folder of text files.
@@ -101,7 +101,8 @@ pub struct PruneArgs {
     /// Threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Where to write the pruned model: .gguf (F32, or F16 with --f16) or .safetensors.
+    /// Where to write the pruned model: .gguf (F32, or F16 with --f16; from a GGUF model only) or
+    /// .safetensors (f32 tensors under their GGUF names).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Write GGUF weights as F16.
@@ -166,6 +167,12 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         std::fs::create_dir_all(dir).map_err(|source| OptimaError::Io { path: dir.clone(), source })?;
     }
     let mut loaded = load_model(&args.model)?;
+    let gguf_out = args.out.as_ref().is_some_and(|out| out.extension().is_some_and(|e| e == "gguf"));
+    if gguf_out && loaded.gguf().is_none() {
+        return Err(OptimaError::InvalidSetting(
+            "--out *.gguf needs a GGUF input model; write a Hugging Face model's pruned weights as .safetensors".into(),
+        ));
+    }
     let calib_text = read_text(&args.calib)?;
     let starts = match args.start_char.as_slice() {
         [] => vec![0; args.eval.len()],
@@ -181,7 +188,7 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
     };
     let eval_texts = args.eval.iter().map(|p| read_text(p)).collect::<optima::Result<Vec<_>>>()?;
     let t = Instant::now();
-    let calib_tokens = loaded.tokenizer.encode(&calib_text);
+    let calib_tokens = loaded.tokenizer.encode(&calib_text)?;
     let calibration = calibration_sequences(&calib_tokens, args.calib_seqs, args.seq_len, args.seed)?;
     let tokenize_seconds = t.elapsed().as_secs_f64();
     let settings = PruneSettings {
@@ -200,8 +207,8 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         memory_budget: None,
         save_problems: args.save_problems.clone(),
     };
-    // The budget covers the whole process: the file as read and its f32 weights come first.
-    let file_bytes = std::fs::metadata(&args.model).map(|m| m.len()).unwrap_or(0);
+    // The budget covers the whole process: the file as mapped and its f32 weights come first.
+    let file_bytes = loaded.source.mapped_bytes();
     let texts = calib_text.len() + eval_texts.iter().map(String::len).sum::<usize>() + 4 * calib_tokens.len();
     let loaded_bytes =
         Bytes(file_bytes) + Bytes::f32s(loaded.model.parameter_count()) + Bytes(texts as u64) + RUNTIME_OVERHEAD;
@@ -252,17 +259,18 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         prune_model_resumable(&mut loaded.model, &calibration, &settings, checkpoint.as_ref(), |e| bar.update(e))?;
     drop(bar);
     if let Some(out) = &args.out {
-        match out.extension().and_then(|e| e.to_str()) {
-            Some("safetensors") => write_model_safetensors(out, &loaded.gguf, &loaded.model)?,
-            _ => {
+        match (out.extension().and_then(|e| e.to_str()), loaded.gguf()) {
+            (Some("safetensors"), _) => write_model_safetensors(out, &loaded.source, &loaded.model)?,
+            (_, Some(gguf)) => {
                 let precision = if args.f16 { WeightPrecision::F16 } else { WeightPrecision::F32 };
-                write_model_gguf(out, &loaded.gguf, &loaded.model, precision)?
+                write_model_gguf(out, gguf, &loaded.model, precision)?
             }
+            (_, None) => return Err(OptimaError::Internal("a GGUF output without a GGUF input".into())),
         }
     }
     let mut perplexities = Vec::new();
     for (text, &start) in eval_texts.iter().zip(&starts) {
-        let tokens = loaded.tokenizer.encode(skip_chars(text, start));
+        let tokens = loaded.tokenizer.encode(skip_chars(text, start))?;
         let bar = crate::progress::PerplexityBar::new(!args.json);
         perplexities.push(perplexity(&loaded.model, &tokens, args.windows, args.window_len, |p| bar.update(p))?);
     }

@@ -10,6 +10,15 @@ use optima_llm::llama::{LlamaConfig, LlamaModel};
 use optima_llm::model_file::load_model;
 use tiny_model::*;
 
+/// What `optima perplexity --json` prints for `model` on 2 windows of 16 tokens of `text`.
+fn perplexity_json(model: &Path, text: &Path) -> serde_json::Value {
+    let (model, text) = (model.to_str().unwrap(), text.to_str().unwrap());
+    let args = ["perplexity", "--model", model, "--text", text, "--windows", "2", "--window-len", "16", "--json"];
+    let r = Command::new(env!("CARGO_BIN_EXE_optima")).args(args).output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    serde_json::from_slice(&r.stdout).unwrap()
+}
+
 #[test]
 fn the_cli_prunes_evaluates_and_refuses_to_overwrite() {
     let dir = tempfile::tempdir().unwrap();
@@ -52,20 +61,7 @@ fn the_cli_prunes_evaluates_and_refuses_to_overwrite() {
     assert!(v["perplexity"]["ppl"].as_f64().unwrap() > 1.0);
     assert!(v["mean_error_after"].as_f64().unwrap() < v["mean_error_before"].as_f64().unwrap());
     check_pattern(&load_model(&out).unwrap().model, &"2:4".parse().unwrap());
-    let ppl = run(&[
-        "perplexity",
-        "--model",
-        &s(&out),
-        "--text",
-        &s(&text),
-        "--windows",
-        "2",
-        "--window-len",
-        "16",
-        "--json",
-    ]
-    .map(String::from));
-    assert!(ppl.status.success(), "{}", String::from_utf8_lossy(&ppl.stderr));
+    assert!(perplexity_json(&out, &text)["ppl"].as_f64().unwrap() > 1.0);
 
     let mut overwrite = args.clone();
     let pos = overwrite.iter().position(|a| a == "--out").unwrap();
@@ -281,4 +277,42 @@ fn presets_run_their_recipes_and_explicit_flags_override_them() {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
+}
+
+#[test]
+fn a_hugging_face_folder_prunes_and_evaluates_like_its_gguf() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = LlamaModel::random(tiny_config(), 12).unwrap();
+    let gguf = dir.path().join("tiny.gguf");
+    write_tiny_gguf(&gguf, &model);
+    let folder = dir.path().join("tiny-hf");
+    tiny_model::hf::write_hf(&folder, &model, &tiny_model::hf::HfWrite { shards: 2, ..Default::default() });
+    let text = dir.path().join("calib.txt");
+    std::fs::write(&text, "the thin thing in the tin then 12 34 ".repeat(200)).unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let run = |args: &[String]| Command::new(env!("CARGO_BIN_EXE_optima")).args(args).output().unwrap();
+    let prune = |model: &Path, out: &Path| -> std::process::Output {
+        let args = ["prune", "--model", &s(model), "--calib", &s(&text), "--pattern", "0.5", "--solver", "direct"];
+        let more =
+            ["--calib-seqs", "4", "--seq-len", "32", "--eval", &s(&text), "--windows", "2", "--window-len", "16"];
+        run(&[&args[..], &more[..], &["--out", &s(out), "--json"]]
+            .concat()
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>())
+    };
+    let (a, b) = (dir.path().join("from-gguf.safetensors"), dir.path().join("from-hf.safetensors"));
+    let (ra, rb) = (prune(&gguf, &a), prune(&folder, &b));
+    for r in [&ra, &rb] {
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    }
+    let (va, vb): (serde_json::Value, serde_json::Value) =
+        (serde_json::from_slice(&ra.stdout).unwrap(), serde_json::from_slice(&rb.stdout).unwrap());
+    assert_eq!(va["perplexity"], vb["perplexity"]);
+    assert_eq!(va["mean_error_after"], vb["mean_error_after"]);
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "the same pruned tensors, byte for byte");
+    assert_eq!(perplexity_json(&gguf, &text)["ppl"], perplexity_json(&folder.join("config.json"), &text)["ppl"]);
+    let refused = prune(&folder, &dir.path().join("out.gguf"));
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("needs a GGUF input"));
 }

@@ -1,4 +1,4 @@
-//! Loading a Llama model with its tokenizer from GGUF, and writing a pruned model back out
+//! Loading a Llama model with its tokenizer from GGUF or a Hugging Face folder, and writing a pruned model back out
 //! (GGUF F32/F16 keeping all metadata, or safetensors).
 
 use std::borrow::Cow;
@@ -12,21 +12,89 @@ use safetensors::Dtype;
 use super::llama::{LinearKind, LlamaConfig, LlamaModel};
 use super::tokenizer::Tokenizer;
 use crate::gguf::{GgmlType, GgufFile, GgufTensorData, GgufTensorInfo, GgufTensorSpec, GgufValue, write_gguf_streamed};
+use crate::hf::{self, HfCheckpoint, HfTokenizer};
 use optima::error::{OptimaError, Result};
 use optima::io::write_atomically_via;
 
-/// A model file, its Llama weights in f32, and its tokenizer.
+/// Where a loaded model came from.
+pub enum ModelSource {
+    /// A GGUF file (metadata and original tensors).
+    Gguf(GgufFile),
+    /// A Hugging Face folder.
+    HuggingFace(HfCheckpoint),
+}
+
+impl ModelSource {
+    /// The GGUF file, for a model read from one.
+    pub fn gguf(&self) -> Option<&GgufFile> {
+        match self {
+            ModelSource::Gguf(g) => Some(g),
+            ModelSource::HuggingFace(_) => None,
+        }
+    }
+
+    /// Bytes of the model files that stay mapped while the model is in use (a GGUF file's; a
+    /// Hugging Face checkpoint's files are closed once read).
+    pub fn mapped_bytes(&self) -> u64 {
+        match self {
+            ModelSource::Gguf(g) => std::fs::metadata(g.path()).map_or(0, |m| m.len()),
+            ModelSource::HuggingFace(_) => 0,
+        }
+    }
+}
+
+/// The tokenizer that came with a model.
+pub enum ModelTokenizer {
+    /// optima's own byte-level BPE, from a GGUF file's metadata.
+    Gguf(Box<Tokenizer>),
+    /// A `tokenizer.json`, run by the `tokenizers` crate.
+    HuggingFace(Box<HfTokenizer>),
+}
+
+impl ModelTokenizer {
+    /// The ids of `text`, no BOS added.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        match self {
+            ModelTokenizer::Gguf(t) => Ok(t.encode(text)),
+            ModelTokenizer::HuggingFace(t) => t.encode(text),
+        }
+    }
+}
+
+/// A model, its Llama weights in f32, and its tokenizer.
 pub struct LoadedModel {
-    /// The parsed file (metadata and original tensors).
-    pub gguf: GgufFile,
-    /// The weights, dequantized.
+    /// The file or folder it was read from.
+    pub source: ModelSource,
+    /// The weights, dequantized, in the GGUF layout.
     pub model: LlamaModel,
-    /// The tokenizer from the file's metadata.
-    pub tokenizer: Tokenizer,
+    /// Its tokenizer.
+    pub tokenizer: ModelTokenizer,
+}
+
+impl LoadedModel {
+    /// The GGUF file, for a model read from one.
+    pub fn gguf(&self) -> Option<&GgufFile> {
+        self.source.gguf()
+    }
+}
+
+/// Reads a model: a Hugging Face folder (or its `config.json`, see [`crate::hf`]), else a Llama
+/// GGUF file ([`load_gguf`]).
+pub fn load_model(path: &Path) -> Result<LoadedModel> {
+    if hf::is_checkpoint_path(path) {
+        let loaded = hf::load(path)?;
+        return Ok(LoadedModel {
+            source: ModelSource::HuggingFace(loaded.checkpoint),
+            model: loaded.model,
+            tokenizer: ModelTokenizer::HuggingFace(Box::new(loaded.tokenizer)),
+        });
+    }
+    let (gguf, model, tokenizer) = load_gguf(path)?;
+    Ok(LoadedModel { source: ModelSource::Gguf(gguf), model, tokenizer: ModelTokenizer::Gguf(Box::new(tokenizer)) })
 }
 
 /// Reads a Llama GGUF file: weights dequantized to f32, tokenizer from its metadata.
-pub fn load_model(path: &Path) -> Result<LoadedModel> {
+pub fn load_gguf(path: &Path) -> Result<(GgufFile, LlamaModel, Tokenizer)> {
     if !path.exists() {
         return Err(OptimaError::Io {
             path: path.to_path_buf(),
@@ -54,7 +122,7 @@ pub fn load_model(path: &Path) -> Result<LoadedModel> {
         |name| gguf.tensor_vector(name),
         |name| if gguf.tensor_info(name).is_ok() { gguf.tensor_matrix(name).map(Some) } else { Ok(None) },
     )?;
-    Ok(LoadedModel { gguf, model, tokenizer })
+    Ok((gguf, model, tokenizer))
 }
 
 /// Element type of the written linear and embedding weights (norms stay f32).
@@ -81,8 +149,13 @@ fn model_tensor<'a>(model: &'a LlamaModel, name: &str) -> Option<&'a [f32]> {
                 "attn_norm.weight" => Some(&block.attn_norm),
                 "ffn_norm.weight" => Some(&block.ffn_norm),
                 _ => {
-                    let kind = LinearKind::ALL.into_iter().find(|k| tail == format!("{}.weight", k.short_name()))?;
-                    as_slice(block.weight(kind))
+                    let (short, suffix) = tail.split_once('.')?;
+                    let kind = LinearKind::ALL.into_iter().find(|k| k.short_name() == short)?;
+                    match suffix {
+                        "weight" => as_slice(block.weight(kind)),
+                        "bias" => block.qkv_bias.as_ref()?.of(kind),
+                        _ => None,
+                    }
                 }
             }
         }
@@ -158,17 +231,55 @@ impl safetensors::View for F32Tensor<'_> {
     }
 }
 
-/// Writes every tensor of `model` as f32 safetensors under its GGUF name ([out, in] matrices),
-/// streamed one tensor at a time.
-pub fn write_model_safetensors(path: &Path, source: &GgufFile, model: &LlamaModel) -> Result<()> {
-    refuse_overwrite(path, source.path())?;
-    let mut tensors = Vec::with_capacity(source.tensors.len());
-    for info in &source.tensors {
-        let values = match model_tensor(model, &info.name) {
-            Some(v) => Cow::Borrowed(v),
-            None => Cow::Owned(source.tensor_f32(&info.name)?.1),
+/// The GGUF names and shapes (ggml order, `ne[0]` first) of every tensor `model` holds.
+fn model_tensor_names(model: &LlamaModel) -> Vec<(String, Vec<usize>)> {
+    let c = &model.config;
+    let mut out = vec![("token_embd.weight".to_string(), vec![c.hidden, c.vocab])];
+    for (b, block) in model.blocks.iter().enumerate() {
+        out.push((format!("blk.{b}.attn_norm.weight"), vec![c.hidden]));
+        out.push((format!("blk.{b}.ffn_norm.weight"), vec![c.hidden]));
+        for kind in LinearKind::ALL {
+            let (rows, cols) = kind.shape(c);
+            out.push((kind.gguf_name(b), vec![cols, rows]));
+            if block.qkv_bias.as_ref().and_then(|q| q.of(kind)).is_some() {
+                out.push((format!("blk.{b}.{}.bias", kind.short_name()), vec![rows]));
+            }
+        }
+    }
+    out.push(("output_norm.weight".to_string(), vec![c.hidden]));
+    if model.output.is_some() {
+        out.push(("output.weight".to_string(), vec![c.hidden, c.vocab]));
+    }
+    out
+}
+
+/// Writes every tensor of `model` as f32 safetensors under its GGUF name ([out, in] matrices, q/k
+/// rows in the GGUF order), streamed one tensor at a time: from a GGUF source, every tensor of the
+/// file in its order (the source's own values for those the model does not hold); from a Hugging
+/// Face source, every tensor the model holds.
+pub fn write_model_safetensors(path: &Path, source: &ModelSource, model: &LlamaModel) -> Result<()> {
+    let names: Vec<(String, Vec<usize>)> = match source {
+        ModelSource::Gguf(gguf) => {
+            refuse_overwrite(path, gguf.path())?;
+            gguf.tensors.iter().map(|info| (info.name.clone(), info.dims.clone())).collect()
+        }
+        ModelSource::HuggingFace(hf) => {
+            for file in &hf.files {
+                refuse_overwrite(path, file)?;
+            }
+            model_tensor_names(model)
+        }
+    };
+    let mut tensors = Vec::with_capacity(names.len());
+    for (name, dims) in names {
+        let values = match (model_tensor(model, &name), source) {
+            (Some(v), _) => Cow::Borrowed(v),
+            (None, ModelSource::Gguf(gguf)) => Cow::Owned(gguf.tensor_f32(&name)?.1),
+            (None, ModelSource::HuggingFace(_)) => {
+                return Err(OptimaError::Internal(format!("tensor {name} not held")));
+            }
         };
-        tensors.push((info.name.clone(), F32Tensor { shape: info.dims.iter().rev().copied().collect(), values }));
+        tensors.push((name, F32Tensor { shape: dims.iter().rev().copied().collect(), values }));
     }
     let metadata = HashMap::from([("producer".to_string(), format!("optima {}", env!("CARGO_PKG_VERSION")))]);
     let format =

@@ -175,9 +175,11 @@ pub fn prune_model_resumable(
         settings.update.as_ref().map(|spec| device.solver(spec)).transpose()?.map(Arc::from);
     let seq_len = calibration.iter().map(Vec::len).max().unwrap_or(0);
     let (plan, memory, activations_memory) = plan_with_needs(&model.config, calibration.len(), seq_len, settings)?;
+    // Every spill folder is unique per run as well as per process (see `scratch` below).
+    let run = NEXT_RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let spill = |b: usize| {
         plan.activations_on_disk
-            .then(|| std::env::temp_dir().join(format!("optima-activations-{}-{b}", std::process::id())))
+            .then(|| std::env::temp_dir().join(format!("optima-activations-{}-{run}-{b}", std::process::id())))
     };
     let dense = settings.objective == Objective::Dense;
     if dense && settings.update.is_none() {
@@ -193,8 +195,9 @@ pub fn prune_model_resumable(
             None => 0,
         };
         let t = Instant::now();
-        let spill_dense =
-            plan.activations_on_disk.then(|| std::env::temp_dir().join(format!("optima-dense-{}", std::process::id())));
+        let spill_dense = plan
+            .activations_on_disk
+            .then(|| std::env::temp_dir().join(format!("optima-dense-{}-{run}", std::process::id())));
         let store = ActivationStore::build(calibration.len(), spill_dense, |s| {
             let seq =
                 calibration.get(s).ok_or_else(|| OptimaError::Internal(format!("no calibration sequence {s}")))?;
@@ -235,7 +238,6 @@ pub fn prune_model_resumable(
     if let (true, Some(c)) = (first > 0, checkpoint) {
         progress(PruneEvent::Resumed { first_block: first, blocks, checkpoint: c.dir() });
     }
-    let run = NEXT_RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     for b in first..blocks {
         progress(PruneEvent::BlockStarted { block: b, blocks });
         let config = model.config;

@@ -26,14 +26,14 @@ fn gguf_model_round_trips_bit_exactly() {
     }
     // Written back by the library (all metadata kept), read again: the same bits.
     let again = dir.path().join("again.gguf");
-    write_model_gguf(&again, &loaded.gguf, &loaded.model, WeightPrecision::F32).unwrap();
+    write_model_gguf(&again, loaded.gguf().unwrap(), &loaded.model, WeightPrecision::F32).unwrap();
     let reloaded = load_model(&again).unwrap();
     assert_eq!(reloaded.model.blocks[1].down, model.blocks[1].down);
-    assert_eq!(reloaded.gguf.get_str("tokenizer.ggml.pre").unwrap(), "smollm");
-    assert_eq!(reloaded.gguf.metadata.len(), loaded.gguf.metadata.len() + 1); // + general.file_type
+    assert_eq!(reloaded.gguf().unwrap().get_str("tokenizer.ggml.pre").unwrap(), "smollm");
+    assert_eq!(reloaded.gguf().unwrap().metadata.len(), loaded.gguf().unwrap().metadata.len() + 1); // + general.file_type
     // The input model is never overwritten.
     assert!(matches!(
-        write_model_gguf(&path, &loaded.gguf, &loaded.model, WeightPrecision::F32),
+        write_model_gguf(&path, loaded.gguf().unwrap(), &loaded.model, WeightPrecision::F32),
         Err(optima::OptimaError::InvalidSetting(_))
     ));
 }
@@ -59,7 +59,7 @@ fn pruning_reconstructs_every_layer_and_writes_the_exact_sparsity() {
         check_pattern(&loaded.model, &pattern);
         for precision in [WeightPrecision::F32, WeightPrecision::F16] {
             let out = dir.path().join(format!("pruned-{precision:?}.gguf"));
-            write_model_gguf(&out, &loaded.gguf, &loaded.model, precision).unwrap();
+            write_model_gguf(&out, loaded.gguf().unwrap(), &loaded.model, precision).unwrap();
             let written = load_model(&out).unwrap();
             check_pattern(&written.model, &pattern);
             if precision == WeightPrecision::F32 {
@@ -193,17 +193,17 @@ fn safetensors_output_holds_every_tensor_bit_exactly() {
     write_tiny_gguf(&path, &model);
     let loaded = load_model(&path).unwrap();
     let out = dir.path().join("tiny.safetensors");
-    write_model_safetensors(&out, &loaded.gguf, &loaded.model).unwrap();
+    write_model_safetensors(&out, &loaded.source, &loaded.model).unwrap();
     let bytes = std::fs::read(&out).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    assert_eq!(st.len(), loaded.gguf.tensors.len());
+    assert_eq!(st.len(), loaded.gguf().unwrap().tensors.len());
     let down = st.tensor("blk.1.ffn_down.weight").unwrap();
     assert_eq!(down.shape(), &[64, 128]);
     let values: Vec<f32> = down.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
     assert_eq!(values, model.blocks[1].down.iter().copied().collect::<Vec<_>>());
     assert!(
         matches!(
-            write_model_safetensors(&path, &loaded.gguf, &loaded.model),
+            write_model_safetensors(&path, &loaded.source, &loaded.model),
             Err(optima::OptimaError::InvalidSetting(_))
         ),
         "never overwrites the input"

@@ -26,7 +26,7 @@
 
 mod dequant;
 mod read;
-mod source;
+pub(crate) mod source;
 mod value;
 mod write;
 

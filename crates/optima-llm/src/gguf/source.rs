@@ -17,7 +17,7 @@ use memmap2::Mmap;
 use optima::error::{OptimaError, Result};
 
 /// The bytes of a GGUF file.
-pub(super) enum FileBytes {
+pub(crate) enum FileBytes {
     /// Read into memory (or built there).
     Owned(Vec<u8>),
     /// Mapped read-only from `file`, which stays open so its length can be checked again.
@@ -31,7 +31,7 @@ pub(super) enum FileBytes {
 
 impl FileBytes {
     /// Maps the file at `path` read-only.
-    pub(super) fn map(path: &Path) -> Result<FileBytes> {
+    pub(crate) fn map(path: &Path) -> Result<FileBytes> {
         let io = |source| OptimaError::Io { path: path.to_path_buf(), source };
         let file = File::open(path).map_err(io)?;
         // SAFETY: a read-only shared map of a file, under the assumption stated in the module
@@ -43,7 +43,7 @@ impl FileBytes {
     }
 
     /// All the bytes.
-    pub(super) fn as_slice(&self) -> &[u8] {
+    pub(crate) fn as_slice(&self) -> &[u8] {
         match self {
             FileBytes::Owned(v) => v,
             FileBytes::Mapped { map, .. } => map,
@@ -52,7 +52,7 @@ impl FileBytes {
 
     /// For a mapped file: an error if the file is now shorter than the map (truncated since it was
     /// opened; reading its tail would crash the process). Always fine in memory.
-    pub(super) fn check_intact(&self, path: &Path) -> Result<()> {
+    pub(crate) fn check_intact(&self, path: &Path) -> Result<()> {
         let FileBytes::Mapped { map, file } = self else { return Ok(()) };
         let now = file.metadata().map_err(|source| OptimaError::Io { path: path.to_path_buf(), source })?.len();
         if now < map.len() as u64 {
@@ -70,7 +70,7 @@ impl FileBytes {
     /// Tells the OS that bytes `start..start + len` are not needed soon, so a mapped file's pages
     /// stop counting towards this process's memory once a tensor has been converted (they are
     /// read again from the file, or the page cache, if touched again). Does nothing in memory.
-    pub(super) fn release(&self, start: usize, len: usize) {
+    pub(crate) fn release(&self, start: usize, len: usize) {
         #[cfg(unix)]
         if let FileBytes::Mapped { map, .. } = self {
             // SAFETY: `MADV_DONTNEED` on a read-only *shared* file mapping only drops this process's

@@ -27,7 +27,7 @@ mod kernels;
 mod weights;
 
 pub use config::{LinearInput, LinearKind, LlamaConfig};
-pub use weights::{Capture, LlamaBlock};
+pub use weights::{Capture, LlamaBlock, QkvBias};
 
 use faer::Par;
 use ndarray::{Array2, ArrayView2, Axis, s};
@@ -101,6 +101,7 @@ impl LlamaModel {
                 gate: matrix(&LinearKind::Gate.gguf_name(b), LinearKind::Gate.shape(&config))?,
                 up: matrix(&LinearKind::Up.gguf_name(b), LinearKind::Up.shape(&config))?,
                 down: matrix(&LinearKind::Down.gguf_name(b), LinearKind::Down.shape(&config))?,
+                qkv_bias: None,
             });
         }
         let output_norm = vector("output_norm.weight")?;
@@ -142,6 +143,7 @@ impl LlamaModel {
                 gate: random_matrix(LinearKind::Gate.shape(&config), next()),
                 up: random_matrix(LinearKind::Up.shape(&config), next()),
                 down: random_matrix(LinearKind::Down.shape(&config), next()),
+                qkv_bias: None,
             });
         }
         let output_norm = gain(next());
@@ -177,7 +179,11 @@ impl LlamaModel {
             .blocks
             .iter()
             .map(|b| {
-                LinearKind::ALL.iter().map(|&k| b.weight(k).len()).sum::<usize>() + b.attn_norm.len() + b.ffn_norm.len()
+                let biases = b.qkv_bias.as_ref().map_or(0, |c| c.q.len() + c.k.len() + c.v.len());
+                LinearKind::ALL.iter().map(|&k| b.weight(k).len()).sum::<usize>()
+                    + b.attn_norm.len()
+                    + b.ffn_norm.len()
+                    + biases
             })
             .sum();
         blocks + self.token_embd.len() + self.output_norm.len() + self.output.as_ref().map_or(0, |o| o.len())

@@ -34,6 +34,32 @@ pub struct LlamaBlock {
     pub up: Array2<f32>,
     /// MLP down projection `[hidden, intermediate]`.
     pub down: Array2<f32>,
+    /// Biases of the q/k/v projections (Qwen2); `None` for Llama, which has none.
+    pub qkv_bias: Option<QkvBias>,
+}
+
+/// The biases added to the query, key and value projections' outputs (Qwen2). The q/k biases
+/// are permuted like their weights' rows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QkvBias {
+    /// `[hidden]`, added to `q`.
+    pub q: Vec<f32>,
+    /// `[kv_dim]`, added to `k`.
+    pub k: Vec<f32>,
+    /// `[kv_dim]`, added to `v`.
+    pub v: Vec<f32>,
+}
+
+impl QkvBias {
+    /// The bias of `kind` (q, k or v), if it has one.
+    pub fn of(&self, kind: LinearKind) -> Option<&[f32]> {
+        match kind {
+            LinearKind::Q => Some(&self.q),
+            LinearKind::K => Some(&self.k),
+            LinearKind::V => Some(&self.v),
+            _ => None,
+        }
+    }
 }
 
 impl LlamaBlock {
@@ -80,6 +106,16 @@ impl LlamaBlock {
         }
         for kind in LinearKind::ALL {
             check_matrix(&format!("{prefix}.{}.weight", kind.short_name()), self.weight(kind), kind.shape(config))?;
+            if let Some(bias) = self.qkv_bias.as_ref().and_then(|b| b.of(kind)) {
+                let rows = kind.shape(config).0;
+                if bias.len() != rows {
+                    return Err(OptimaError::shape(
+                        format!("{prefix}.{}.bias", kind.short_name()),
+                        format!("[{rows}]"),
+                        format!("[{}]", bias.len()),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -126,7 +162,13 @@ impl LlamaBlock {
         let par = Par::rayon(0);
         let mut q = linear(xn, self.q.view(), par);
         let mut k = linear(xn, self.k.view(), par);
-        let v = linear(xn, self.v.view(), par);
+        let mut v = linear(xn, self.v.view(), par);
+        if let Some(bias) = &self.qkv_bias {
+            // Shapes checked by `check_stage`: each bias is as long as its output's rows.
+            for (out, b) in [(&mut q, &bias.q), (&mut k, &bias.k), (&mut v, &bias.v)] {
+                out.axis_iter_mut(Axis(0)).for_each(|mut row| row.iter_mut().zip(b).for_each(|(y, &c)| *y += c));
+            }
+        }
         let rope = RopeTable::new(xn.nrows(), config.head_dim, config.rope_theta);
         rope.apply(q.view_mut(), config.head_dim);
         rope.apply(k.view_mut(), config.head_dim);

@@ -1,6 +1,9 @@
-//! A tiny random Llama written as GGUF with a byte-level tokenizer, its pruning settings and
-//! calibration: the fixtures of the pipeline tests (here and in the CLI crate's tests).
+//! A tiny random Llama written as GGUF (and as a Hugging Face folder, [`hf`]) with a byte-level
+//! tokenizer, its pruning settings and calibration: the fixtures of the pipeline tests (here and
+//! in the CLI crate's tests).
 #![allow(dead_code)]
+
+pub mod hf;
 
 use std::path::Path;
 
@@ -63,6 +66,9 @@ pub fn write_tiny_gguf(path: &Path, model: &LlamaModel) {
         }
     }
     tensors.push(vector("output_norm.weight".into(), &model.output_norm));
+    if let Some(output) = &model.output {
+        tensors.push(matrix("output.weight".into(), output));
+    }
     write_gguf(path, &metadata, &tensors).unwrap();
 }
 
