@@ -128,9 +128,6 @@ fn report_dict<'py>(
     d.set_item("seconds", r.seconds)?;
     d.set_item("evaluation_seconds", r.evaluation_seconds)?;
     let status = PyDict::new(py);
-    for name in STATUS_NAMES {
-        status.set_item(name, 0usize)?;
-    }
     let mut counts = [0usize; STATUS_NAMES.len()];
     for row in &r.rows {
         if let Some(c) = counts.get_mut(status_index(&row.status)) {
