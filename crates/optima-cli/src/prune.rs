@@ -8,7 +8,9 @@ use optima::backend::Device;
 use optima::memory::Bytes;
 use optima::{OptimaError, Parallelism, SparsityPattern};
 use optima_cli::solver_flags::SolverFlags;
-use optima_llm::calibration::{calibration_sequences, read_text, skip_chars};
+use optima_llm::calibration::{
+    calibration_sequences, calibration_starts, held_out_calibration_windows, read_text, skip_chars,
+};
 use optima_llm::checkpoint::Checkpoint;
 use optima_llm::model_file::{WeightPrecision, load_model, write_model_gguf, write_model_safetensors};
 use optima_llm::perplexity::perplexity;
@@ -124,6 +126,11 @@ pub struct PruneArgs {
     /// Tokens per evaluation window.
     #[arg(long, default_value_t = 512)]
     window_len: usize,
+    /// Also score the pruned model's perplexity on this many windows (of --window-len tokens) of
+    /// the calibration text that no calibration sequence touches: a held-out score from the
+    /// calibration distribution, to choose settings on without looking at any evaluation text.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    calib_eval_windows: usize,
     /// Print the run's summary as one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -190,6 +197,13 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
     let t = Instant::now();
     let calib_tokens = loaded.tokenizer.encode(&calib_text)?;
     let calibration = calibration_sequences(&calib_tokens, args.calib_seqs, args.seq_len, args.seed)?;
+    let calib_held_out = match args.calib_eval_windows {
+        0 => None,
+        windows => {
+            let starts = calibration_starts(calib_tokens.len(), args.calib_seqs, args.seq_len, args.seed)?;
+            Some(held_out_calibration_windows(&calib_tokens, &starts, args.seq_len, windows, args.window_len)?)
+        }
+    };
     let tokenize_seconds = t.elapsed().as_secs_f64();
     let settings = PruneSettings {
         pattern: args.pattern,
@@ -274,6 +288,13 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         let bar = crate::progress::PerplexityBar::new(!args.json);
         perplexities.push(perplexity(&loaded.model, &tokens, args.windows, args.window_len, |p| bar.update(p))?);
     }
+    let calib_ppl = match &calib_held_out {
+        Some(tokens) => {
+            let bar = crate::progress::PerplexityBar::new(!args.json);
+            Some(perplexity(&loaded.model, tokens, args.calib_eval_windows, args.window_len, |p| bar.update(p))?)
+        }
+        None => None,
+    };
     let ppl = perplexities.first().cloned();
     let evaluations: Vec<_> = args
         .eval
@@ -315,6 +336,7 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         },
         "perplexity": ppl,
         "evaluations": evaluations,
+        "calibration_held_out": calib_ppl,
         "memory_plan": plan,
         "out": args.out.as_ref().map(|p| p.display().to_string()),
     });
@@ -353,6 +375,12 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
                 p.tokens_scored,
                 p.windows,
                 p.window_len
+            );
+        }
+        if let Some(p) = &calib_ppl {
+            println!(
+                "perplexity {:.4} on held-out calibration text over {} tokens ({} windows of {})",
+                p.ppl, p.tokens_scored, p.windows, p.window_len
             );
         }
         if let Some(out) = &args.out {
@@ -446,23 +474,31 @@ fn resolve(args: &PruneArgs, par: Parallelism) -> optima::Result<Recipe> {
     Ok(recipe)
 }
 
-/// What mask refinement did over the run: layers whose answer is on a refined mask, the mean
-/// relative drop of the layer objective from the starting mask, rows moved, and seconds.
+/// What mask refinement did over the run: layers whose answer is on a refined mask, rows moved,
+/// iterations and seconds, and how the supports compared: the mean relative drop from the
+/// starting mask of the exact layer objective (certified runs) or of the held-out layer error
+/// (runs with held-out selection).
 fn refinement_summary(layers: &[optima_llm::report::LayerRecord]) -> serde_json::Value {
     let refined: Vec<_> = layers.iter().filter_map(|l| l.refinement.as_ref()).collect();
     if refined.is_empty() {
         return serde_json::Value::Null;
     }
-    let drop = |r: &&optima_llm::report::RefinementRecord| {
-        1.0 - r.summary.objective / r.summary.objective_start.max(f64::MIN_POSITIVE)
+    let mean_drop = |pairs: Vec<(f64, f64)>| -> Option<f64> {
+        (!pairs.is_empty()).then(|| {
+            pairs.iter().map(|&(start, after)| 1.0 - after / start.max(f64::MIN_POSITIVE)).sum::<f64>()
+                / pairs.len() as f64
+        })
     };
+    let objective = mean_drop(refined.iter().filter_map(|r| r.objectives.map(|o| (o.start, o.refined))).collect());
+    let held_out = mean_drop(refined.iter().filter_map(|r| r.held_out.map(|e| (e.start, e.refined))).collect());
     json!({
         "layers": refined.len(),
         "layers_on_refined_mask": refined.iter().filter(|r| r.kept).count(),
-        "mean_objective_drop": refined.iter().map(drop).sum::<f64>() / refined.len() as f64,
-        "rows_changed": refined.iter().map(|r| r.summary.rows_changed).sum::<usize>(),
-        "mean_iterations": refined.iter().map(|r| r.summary.iterations as f64).sum::<f64>() / refined.len() as f64,
-        "seconds": refined.iter().map(|r| r.summary.seconds).sum::<f64>(),
+        "mean_objective_drop": objective,
+        "mean_held_out_error_drop": held_out,
+        "rows_changed": refined.iter().map(|r| r.rows_changed).sum::<usize>(),
+        "mean_iterations": refined.iter().map(|r| r.iterations as f64).sum::<f64>() / refined.len() as f64,
+        "seconds": refined.iter().map(|r| r.seconds).sum::<f64>(),
     })
 }
 

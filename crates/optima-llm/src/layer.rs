@@ -8,12 +8,12 @@ use ndarray::{Array2, Axis};
 
 use super::held_out::{HeldOut, HeldOutRecord};
 use super::llama::LinearKind;
-use super::report::{LayerRecord, RefinementRecord};
+use super::report::{LayerRecord, RefinementRecord, StepObjectives, SupportErrors};
 use super::settings::{MaskerChoice, PruneSettings};
 use optima::backend::Parallelism;
 use optima::error::{OptimaError, Result};
 use optima::hessian::dense_target;
-use optima::mask::{MagnitudeMasker, MaskRefiner, Masker, SparseGptMasker, WandaMasker};
+use optima::mask::{MagnitudeMasker, MaskRefiner, Masker, Proposal, Refinement, SparseGptMasker, WandaMasker};
 use optima::memory::Bytes;
 use optima::problem::{Hessian, LayerProblem, Mask, RowStatus, SolveReport};
 use optima::solve::{QpSolver, RowChunked, SolverSpec, SparseGptSettings, evaluate};
@@ -66,16 +66,25 @@ pub(crate) fn prune_layer(
             (mask, Some(updated))
         }
     };
+    // With held-out tokens, ADMM's support is only proposed: the held-out comparison below judges
+    // it against the starting mask. Without, the certified path solves both supports exactly.
     let refinement = match (&settings.refine, &update.solver) {
         (Some(refine), Some(solver)) => {
             let refiner = MaskRefiner::new(refine.parallelism(par), solver.clone())?;
-            Some(refiner.refine(weight.view(), &fit.hessian, &settings.pattern, &start_mask)?)
+            Some(match fit.held_out {
+                Some(_) => {
+                    Refined::Proposed(refiner.propose(weight.view(), &fit.hessian, &settings.pattern, &start_mask)?)
+                }
+                None => {
+                    Refined::Certified(refiner.refine(weight.view(), &fit.hessian, &settings.pattern, &start_mask)?)
+                }
+            })
         }
         (Some(_), None) => return Err(OptimaError::Internal(format!("{kind}: refinement without a solver"))),
         (None, _) => None,
     };
     let mask_seconds = t.elapsed().as_secs_f64();
-    let refined_mask = refinement.as_ref().map(|r| r.mask.clone()).filter(|mask| *mask != start_mask);
+    let refined_mask = refinement.as_ref().map(|r| r.mask().clone()).filter(|mask| *mask != start_mask);
     // The problem the update solves, and (when refinement moved the mask) the starting mask's own,
     // which every fallback to the mask's own weights returns to.
     let (problem, start_problem) = match refined_mask {
@@ -120,6 +129,7 @@ pub(crate) fn prune_layer(
     };
     // Each answer: weights, report, whether an update is kept, the held-out record, and whether
     // the answer is on the starting mask rather than the refined one.
+    let mut support_errors = None;
     let (new_weight, report, update_kept, held_out, on_start_mask) =
         match (&settings.update, masker_weights, fit.held_out) {
             (None, _, _) => {
@@ -134,7 +144,9 @@ pub(crate) fn prune_layer(
             }
             (Some(_), _, None) => {
                 let (weights, report) = match &refinement {
-                    Some(refined) if start_problem.is_some() => (refined.weight.clone(), refined.report.clone()),
+                    Some(Refined::Certified(refined)) if start_problem.is_some() => {
+                        (refined.weight.clone(), refined.report.clone())
+                    }
                     _ => solve(&problem)?,
                 };
                 // Kept only where it beats the starting mask's own weights.
@@ -154,6 +166,7 @@ pub(crate) fn prune_layer(
                 let baseline = own.unwrap_or_else(|| baseline_problem.masked_weight());
                 let alternative = start_problem.as_ref().map(LayerProblem::mask);
                 let choice = choose_damping(&fit, &problem, alternative, grid, &baseline, held_out, &solve, par)?;
+                support_errors = choice.support_errors;
                 if choice.record.error_update < choice.record.error_baseline {
                     (choice.weights, choice.report, true, Some(choice.record), choice.alternative)
                 } else {
@@ -197,11 +210,50 @@ pub(crate) fn prune_layer(
         chunks: report.chunks,
         update_kept,
         held_out,
-        refinement: refinement
-            .map(|r| RefinementRecord { summary: r.summary, kept: !on_start_mask && start_problem.is_some() }),
+        refinement: refinement.map(|r| r.record(!on_start_mask && start_problem.is_some(), support_errors)),
         mask_seconds,
         solve_seconds,
     })
+}
+
+/// A layer's refinement: ADMM's support alone, or certified by exact solves of both supports.
+enum Refined {
+    Proposed(Proposal),
+    Certified(Refinement),
+}
+
+impl Refined {
+    fn mask(&self) -> &Mask {
+        match self {
+            Refined::Proposed(p) => &p.mask,
+            Refined::Certified(r) => &r.mask,
+        }
+    }
+
+    fn record(self, kept: bool, held_out: Option<SupportErrors>) -> RefinementRecord {
+        match self {
+            Refined::Proposed(p) => RefinementRecord {
+                iterations: p.iterations,
+                seconds: p.seconds,
+                rows_changed: p.rows_changed,
+                kept,
+                objectives: None,
+                held_out,
+            },
+            Refined::Certified(r) => RefinementRecord {
+                iterations: r.summary.iterations,
+                seconds: r.summary.seconds,
+                rows_changed: r.summary.rows_changed,
+                kept,
+                objectives: Some(StepObjectives {
+                    start: r.summary.objective_start,
+                    admm: r.summary.objective_admm,
+                    refined: r.summary.objective,
+                }),
+                held_out,
+            },
+        }
+    }
 }
 
 /// A layer's solve: weights and report.
@@ -220,6 +272,9 @@ struct Choice {
     record: HeldOutRecord,
     /// Whether the alternative mask won (the starting mask, against a refined one).
     alternative: bool,
+    /// With an alternative: the held-out errors on the row sample at the chosen damping, of the
+    /// update on the alternative (starting) mask and on the main (refined) one.
+    support_errors: Option<SupportErrors>,
 }
 
 /// The update at the damping of `grid` with the lowest held-out error (docs/math.md, "Damping from
@@ -261,10 +316,13 @@ fn choose_damping(
         best.ok_or_else(|| OptimaError::InvalidSetting("the held-out damping grid is empty".into()))?;
     let damping = hessian.percdamp();
     let mut winner = (problem.mask(), weights, report, false);
+    let mut support_errors = None;
     if let Some(other) = alternative {
         let candidate = LayerProblem::new(target(&sample_fit, &hessian, par)?, hessian.clone(), sample_of(other))?;
         let (weights, report) = solve(&candidate)?;
-        if sample_scorer.error(weights.view())? < error {
+        let other_error = sample_scorer.error(weights.view())?;
+        support_errors = Some(SupportErrors { start: other_error, refined: error });
+        if other_error < error {
             winner = (other, weights, report, true);
         }
     }
@@ -280,7 +338,7 @@ fn choose_damping(
         error_update: scorer.error(weights.view())?,
         error_baseline: scorer.error(baseline.view())?,
     };
-    Ok(Choice { weights, report, record, alternative })
+    Ok(Choice { weights, report, record, alternative, support_errors })
 }
 
 #[cfg(test)]
@@ -315,12 +373,12 @@ mod tests {
     }
 
     fn prune_rows(rows: usize, held_out: Array2<f64>, grid: Vec<f64>) -> (LayerRecord, Array2<f32>, Array2<f64>) {
-        prune_with(rows, held_out, settings(grid))
+        prune_with(rows, Some(held_out), settings(grid))
     }
 
     fn prune_with(
         rows: usize,
-        held_out: Array2<f64>,
+        held_out: Option<Array2<f64>>,
         settings: PruneSettings,
     ) -> (LayerRecord, Array2<f32>, Array2<f64>) {
         let mut rng = StdRng::seed_from_u64(3);
@@ -328,12 +386,12 @@ mod tests {
         let train = x.t().dot(&x) / 20.0;
         let weight = Array2::from_shape_fn((rows, 12), |_| rng.random_range(-1.0..1.0f64));
         let solver = settings.update.as_ref().unwrap().build(optima::Device::Cpu).unwrap();
-        let held = HeldOut::of_layer(held_out);
+        let held = held_out.map(HeldOut::of_layer);
         let fit = LayerFit {
             weight: weight.clone(),
             hessian: Hessian::new(train, settings.percdamp).unwrap(),
             cross: None,
-            held_out: Some(&held),
+            held_out: held.as_ref(),
         };
         let mut out = Array2::<f32>::zeros((rows, 12));
         let update = LayerUpdate { solver: Some(Arc::from(solver)), budget: None };
@@ -395,20 +453,32 @@ mod tests {
         let plain = settings(vec![0.0]);
         let refined = PruneSettings { refine: Some(optima::mask::RefineSettings::default()), ..plain.clone() };
         // Held-out tokens like the fitted ones: the refined support's lower objective carries over.
-        let (before, ..) = prune_with(8, train.clone(), plain.clone());
-        let (after, out, _) = prune_with(8, train, refined.clone());
+        let (before, ..) = prune_with(8, Some(train.clone()), plain.clone());
+        let (after, out, _) = prune_with(8, Some(train.clone()), refined.clone());
         let record = after.refinement.expect("the run refined its masks");
-        assert!(
-            record.summary.objective <= record.summary.objective_start
-                && record.summary.objective <= record.summary.objective_admm
-        );
+        let errors = record.held_out.expect("the held-out comparison of both supports is recorded");
+        assert!(record.objectives.is_none(), "with held-out tokens ADMM's support is only proposed");
+        assert!(record.kept && errors.refined < errors.start, "{record:?}");
         assert!(after.held_out.unwrap().error_update <= before.held_out.unwrap().error_update);
+        for row in out.rows() {
+            assert_eq!(row.iter().filter(|&&v| v == 0.0).count(), 6, "the pattern holds exactly");
+        }
+        // Without held-out tokens the refinement is certified: each step's exact objective, and
+        // row by row the lower of the two.
+        let (certified, out, _) = prune_with(8, None, refined.clone());
+        let record = certified.refinement.expect("the run refined its masks");
+        let steps = record.objectives.expect("the certified path records its objectives");
+        assert!(record.held_out.is_none());
+        assert!(
+            steps.refined <= steps.start && steps.refined <= steps.admm && steps.refined < steps.start,
+            "{steps:?}"
+        );
         for row in out.rows() {
             assert_eq!(row.iter().filter(|&&v| v == 0.0).count(), 6, "the pattern holds exactly");
         }
         // Held-out tokens that punish every move of a kept weight: nothing beats the mask alone,
         // which is on the masker's own mask.
-        let (punished, out, weight) = prune_with(8, Array2::eye(12), refined);
+        let (punished, out, weight) = prune_with(8, Some(Array2::eye(12)), refined);
         assert!(!punished.update_kept && !punished.refinement.unwrap().kept);
         let wanda = optima::mask::WandaMasker
             .select(weight.view(), &Hessian::new(x.t().dot(&x) / 20.0, 0.01).unwrap(), &"0.5".parse().unwrap())

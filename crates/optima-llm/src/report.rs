@@ -4,7 +4,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::held_out::HeldOutRecord;
 use crate::llama::LinearKind;
-use optima::mask::RefinementSummary;
 
 /// What happened to one linear layer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -47,16 +46,47 @@ pub struct LayerRecord {
     pub solve_seconds: f64,
 }
 
-/// One layer's mask refinement: the layer objective (`Σ f_i` at the run's damping) of each step,
-/// and whether the answer is on the refined mask.
+/// One layer's mask refinement: its cost, rows moved, how the two supports compared, and whether
+/// the answer is on the refined mask.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct RefinementRecord {
-    /// The objectives of each step, rows moved, iterations and seconds.
-    #[serde(flatten)]
-    pub summary: RefinementSummary,
+    /// ADMM iterations run.
+    pub iterations: usize,
+    /// Seconds refining (ADMM, and the exact solves of the certified path).
+    pub seconds: f64,
+    /// Rows whose support moved.
+    pub rows_changed: usize,
     /// Whether the layer's answer is on the refined mask (not where a fallback to the starting
     /// mask won on held-out tokens, or refinement changed nothing).
     pub kept: bool,
+    /// Without held-out selection: the exact layer objectives (`Σ f_i` at the run's damping) on
+    /// the starting mask, on ADMM's and row by row the lower of the two.
+    #[serde(default)]
+    pub objectives: Option<StepObjectives>,
+    /// With held-out selection: the held-out layer errors of the update on each mask, on the
+    /// damping grid's row sample at the chosen damping.
+    #[serde(default)]
+    pub held_out: Option<SupportErrors>,
+}
+
+/// The exact layer objective of each step of a certified refinement.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct StepObjectives {
+    /// On the starting mask.
+    pub start: f64,
+    /// On the support ADMM ended on.
+    pub admm: f64,
+    /// Row by row the lower of the two.
+    pub refined: f64,
+}
+
+/// Held-out layer errors of the update on the starting and on the refined mask.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct SupportErrors {
+    /// On the starting mask.
+    pub start: f64,
+    /// On the refined mask.
+    pub refined: f64,
 }
 
 /// The whole run.

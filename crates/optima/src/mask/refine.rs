@@ -130,6 +130,19 @@ pub struct RefinementSummary {
     pub seconds: f64,
 }
 
+/// A support proposed by ADMM, not yet solved ([`MaskRefiner::propose`]).
+#[derive(Clone, Debug)]
+pub struct Proposal {
+    /// The support ADMM ended on; it satisfies the pattern exactly.
+    pub mask: Mask,
+    /// Rows whose support differs from the starting mask's.
+    pub rows_changed: usize,
+    /// ADMM iterations run.
+    pub iterations: usize,
+    /// Wall time, seconds.
+    pub seconds: f64,
+}
+
 /// Refines a starting mask by ADMM on the ℓ0-constrained problem, then certifies it with an exact
 /// solver (see the module docs).
 #[derive(Clone)]
@@ -157,15 +170,33 @@ impl MaskRefiner {
         &self.settings
     }
 
-    /// Refines `start` (a mask of `weight` that satisfies `pattern`).
-    pub fn refine(
+    /// ADMM's support from `start` (a mask of `weight` that satisfies `pattern`), warm-started from
+    /// the masked weights, with no exact solve: for a caller that judges the two supports itself
+    /// (the pipeline does, on held-out tokens). [`MaskRefiner::refine`] is the certified path.
+    pub fn propose(
         &self,
         weight: ArrayView2<'_, f64>,
         hessian: &Hessian,
         pattern: &SparsityPattern,
         start: &Mask,
-    ) -> Result<Refinement> {
+    ) -> Result<Proposal> {
         let t = Instant::now();
+        self.check_start(weight, hessian, pattern, start)?;
+        let masked = Array2::from_shape_fn(weight.dim(), |(i, j)| {
+            if start.is_pruned(i, j) { 0.0 } else { weight.get((i, j)).copied().unwrap_or(0.0) }
+        });
+        let (mask, iterations) = self.admm(weight, hessian, pattern, masked.view())?;
+        let rows_changed = (0..mask.rows()).filter(|&i| !mask.row_pruned(i).eq(start.row_pruned(i))).count();
+        Ok(Proposal { mask, rows_changed, iterations, seconds: t.elapsed().as_secs_f64() })
+    }
+
+    fn check_start(
+        &self,
+        weight: ArrayView2<'_, f64>,
+        hessian: &Hessian,
+        pattern: &SparsityPattern,
+        start: &Mask,
+    ) -> Result<()> {
         check_inputs(weight, hessian)?;
         pattern.validate(weight.ncols())?;
         start.validate(pattern)?;
@@ -176,6 +207,19 @@ impl MaskRefiner {
                 format!("{}×{}", start.rows(), start.cols()),
             ));
         }
+        Ok(())
+    }
+
+    /// Refines `start` (a mask of `weight` that satisfies `pattern`).
+    pub fn refine(
+        &self,
+        weight: ArrayView2<'_, f64>,
+        hessian: &Hessian,
+        pattern: &SparsityPattern,
+        start: &Mask,
+    ) -> Result<Refinement> {
+        let t = Instant::now();
+        self.check_start(weight, hessian, pattern, start)?;
         let first = LayerProblem::new(weight.to_owned(), hessian.clone(), start.clone())?;
         let first_solution = self.solver.solve(&first, None)?;
         let (admm_mask, iterations) = self.admm(weight, hessian, pattern, first_solution.weight.view())?;
