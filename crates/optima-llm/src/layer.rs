@@ -13,7 +13,9 @@ use super::settings::{MaskerChoice, PruneSettings};
 use optima::backend::Parallelism;
 use optima::error::{OptimaError, Result};
 use optima::hessian::dense_target;
-use optima::mask::{MagnitudeMasker, MaskRefiner, Masker, Proposal, Refinement, SparseGptMasker, WandaMasker};
+use optima::mask::{
+    MagnitudeMasker, MaskRefiner, Masker, Proposal, Refinement, SparseGptMasker, WandaMasker, WarmStart,
+};
 use optima::memory::Bytes;
 use optima::problem::{Hessian, LayerProblem, Mask, RowStatus, SolveReport};
 use optima::solve::{QpSolver, RowChunked, SolverSpec, SparseGptSettings, evaluate};
@@ -66,15 +68,20 @@ pub(crate) fn prune_layer(
             (mask, Some(updated))
         }
     };
-    // With held-out tokens, ADMM's support is only proposed: the held-out comparison below judges
-    // it against the starting mask. Without, the certified path solves both supports exactly.
+    // With held-out tokens, ADMM's support (from the exact solution on the starting mask) is only
+    // proposed: the held-out comparison below judges it against the starting mask. Without, the
+    // certified path also solves ADMM's support exactly and keeps the better support per row.
     let refinement = match (&settings.refine, &update.solver) {
         (Some(refine), Some(solver)) => {
             let refiner = MaskRefiner::new(refine.parallelism(par), solver.clone())?;
             Some(match fit.held_out {
-                Some(_) => {
-                    Refined::Proposed(refiner.propose(weight.view(), &fit.hessian, &settings.pattern, &start_mask)?)
-                }
+                Some(_) => Refined::Proposed(refiner.propose(
+                    weight.view(),
+                    &fit.hessian,
+                    &settings.pattern,
+                    &start_mask,
+                    WarmStart::ExactSolution,
+                )?),
                 None => {
                     Refined::Certified(refiner.refine(weight.view(), &fit.hessian, &settings.pattern, &start_mask)?)
                 }

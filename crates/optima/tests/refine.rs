@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use ndarray::{Array1, Array2};
-use optima::mask::{MaskRefiner, RefineSettings, RefinedMasker};
+use optima::mask::{MaskRefiner, RefineSettings, RefinedMasker, WarmStart};
 use optima::prelude::*;
 use proptest::prelude::*;
 
@@ -107,8 +107,17 @@ fn a_proposed_support_satisfies_the_pattern_and_beats_the_start_on_enumerable_la
         let hessian = Hessian::new(h, 0.01).unwrap();
         let h = hessian.matrix().to_owned();
         let start = WandaMasker.select(weight.view(), &hessian, &pattern).unwrap();
-        let proposal = refiner(60).propose(weight.view(), &hessian, &pattern, &start).unwrap();
+        let proposal =
+            refiner(60).propose(weight.view(), &hessian, &pattern, &start, WarmStart::MaskedWeights).unwrap();
         proposal.mask.validate(&pattern).unwrap();
+        // From the exact solution, ADMM runs as `refine`'s does: every row `refine` moved is on
+        // the proposal's support.
+        let exact = refiner(60).propose(weight.view(), &hessian, &pattern, &start, WarmStart::ExactSolution).unwrap();
+        let refined = refiner(60).refine(weight.view(), &hessian, &pattern, &start).unwrap();
+        for i in (0..m).filter(|&i| refined.mask.pruned_indices(i) != start.pruned_indices(i)) {
+            assert_eq!(refined.mask.pruned_indices(i), exact.mask.pruned_indices(i), "row {i}");
+        }
+        assert!(refined.summary.rows_changed > 0);
         let moved = (0..m).filter(|&i| proposal.mask.pruned_indices(i) != start.pruned_indices(i)).count();
         assert_eq!(proposal.rows_changed, moved);
         assert!(proposal.iterations >= 1 && proposal.iterations <= 60);
@@ -125,9 +134,11 @@ fn a_proposed_support_satisfies_the_pattern_and_beats_the_start_on_enumerable_la
     let weight = common::random_weight(5, 8, 7);
     let pattern: SparsityPattern = "2:4".parse().unwrap();
     let start = WandaMasker.select(weight.view(), &hessian, &pattern).unwrap();
-    let proposal = refiner(60).propose(weight.view(), &hessian, &pattern, &start).unwrap();
-    assert_eq!(proposal.mask, start);
-    assert_eq!(proposal.rows_changed, 0);
+    for warm in [WarmStart::MaskedWeights, WarmStart::ExactSolution] {
+        let proposal = refiner(60).propose(weight.view(), &hessian, &pattern, &start, warm).unwrap();
+        assert_eq!(proposal.mask, start);
+        assert_eq!(proposal.rows_changed, 0);
+    }
 }
 
 #[test]
@@ -137,11 +148,11 @@ fn bad_starting_masks_and_settings_are_refused() {
     let pattern: SparsityPattern = "2:4".parse().unwrap();
     let wrong_pattern = Mask::from_fn(4, 8, |_, j| j == 0);
     assert!(refiner(5).refine(weight.view(), &hessian, &pattern, &wrong_pattern).is_err());
-    assert!(refiner(5).propose(weight.view(), &hessian, &pattern, &wrong_pattern).is_err());
+    assert!(refiner(5).propose(weight.view(), &hessian, &pattern, &wrong_pattern, WarmStart::MaskedWeights).is_err());
     let wrong_shape = WandaMasker.select(weight.view(), &hessian, &pattern).unwrap();
     let narrow = weight.slice(ndarray::s![..3, ..]).to_owned();
     assert!(refiner(5).refine(narrow.view(), &hessian, &pattern, &wrong_shape).is_err());
-    assert!(refiner(5).propose(narrow.view(), &hessian, &pattern, &wrong_shape).is_err());
+    assert!(refiner(5).propose(narrow.view(), &hessian, &pattern, &wrong_shape, WarmStart::ExactSolution).is_err());
     let solver = Arc::new(DirectSolver::default());
     assert!(MaskRefiner::new(RefineSettings::default().rho_start(0.0), solver.clone()).is_err());
     assert!(MaskRefiner::new(RefineSettings::default().rho_growth(f64::NAN), solver).is_err());

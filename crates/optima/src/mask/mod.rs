@@ -7,7 +7,7 @@ pub mod sparsegpt;
 
 use ndarray::{Array2, ArrayView2};
 
-pub use refine::{MaskRefiner, Proposal, RefineSettings, RefinedMasker, Refinement, RefinementSummary};
+pub use refine::{MaskRefiner, Proposal, RefineSettings, RefinedMasker, Refinement, RefinementSummary, WarmStart};
 pub use select::select_lowest;
 
 pub use sparsegpt::{DEFAULT_BLOCK_SIZE, SparseGptMasker, SparseGptSettings};

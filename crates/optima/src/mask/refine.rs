@@ -130,6 +130,18 @@ pub struct RefinementSummary {
     pub seconds: f64,
 }
 
+/// Where [`MaskRefiner::propose`] starts ADMM's `z`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WarmStart {
+    /// The exact solution on the starting mask (one solve by the refiner's solver): ADMM settles on
+    /// a support near the exact fit. What [`MaskRefiner::refine`] does, and what measured best
+    /// end to end (docs/results.md).
+    ExactSolution,
+    /// The masked weights: no solve at all.
+    MaskedWeights,
+}
+
 /// A support proposed by ADMM, not yet solved ([`MaskRefiner::propose`]).
 #[derive(Clone, Debug)]
 pub struct Proposal {
@@ -170,22 +182,29 @@ impl MaskRefiner {
         &self.settings
     }
 
-    /// ADMM's support from `start` (a mask of `weight` that satisfies `pattern`), warm-started from
-    /// the masked weights, with no exact solve: for a caller that judges the two supports itself
-    /// (the pipeline does, on held-out tokens). [`MaskRefiner::refine`] is the certified path.
+    /// ADMM's support from `start` (a mask of `weight` that satisfies `pattern`), with the support
+    /// itself not solved: for a caller that judges the two supports itself (the pipeline does, on
+    /// held-out tokens). [`MaskRefiner::refine`] is the certified path.
     pub fn propose(
         &self,
         weight: ArrayView2<'_, f64>,
         hessian: &Hessian,
         pattern: &SparsityPattern,
         start: &Mask,
+        warm_start: WarmStart,
     ) -> Result<Proposal> {
         let t = Instant::now();
         self.check_start(weight, hessian, pattern, start)?;
-        let masked = Array2::from_shape_fn(weight.dim(), |(i, j)| {
-            if start.is_pruned(i, j) { 0.0 } else { weight.get((i, j)).copied().unwrap_or(0.0) }
-        });
-        let (mask, iterations) = self.admm(weight, hessian, pattern, masked.view())?;
+        let start_weight = match warm_start {
+            WarmStart::ExactSolution => {
+                let problem = LayerProblem::new(weight.to_owned(), hessian.clone(), start.clone())?;
+                self.solver.solve(&problem, None)?.weight
+            }
+            WarmStart::MaskedWeights => Array2::from_shape_fn(weight.dim(), |(i, j)| {
+                if start.is_pruned(i, j) { 0.0 } else { weight.get((i, j)).copied().unwrap_or(0.0) }
+            }),
+        };
+        let (mask, iterations) = self.admm(weight, hessian, pattern, start_weight.view())?;
         let rows_changed = (0..mask.rows()).filter(|&i| !mask.row_pruned(i).eq(start.row_pruned(i))).count();
         Ok(Proposal { mask, rows_changed, iterations, seconds: t.elapsed().as_secs_f64() })
     }
