@@ -6,6 +6,7 @@ use std::time::Instant;
 use clap::Args;
 use optima::backend::Device;
 use optima::memory::Bytes;
+use optima::solve::SolverSpec;
 use optima::{OptimaError, Parallelism, SparsityPattern};
 use optima_cli::solver_flags::SolverFlags;
 use optima_llm::calibration::{
@@ -66,8 +67,10 @@ pub struct PruneArgs {
     #[arg(long)]
     keep_only_improving: Option<bool>,
     /// Refine each layer's mask with the solver in the loop: at most K ADMM iterations on the
-    /// ℓ0-constrained layer problem from the masker's mask, then each row keeps the better support
-    /// by its exact objective; 0 turns it off [default: the preset's, else off].
+    /// ℓ0-constrained layer problem from the exact fit on the masker's mask; the starting mask
+    /// then competes on the held-out tokens (without them, each row keeps the support with the
+    /// lower exact objective); 0 turns it off [default: 60 for unstructured patterns without a
+    /// preset, else off].
     #[arg(long, value_name = "K")]
     refine: Option<usize>,
     /// The first ADMM penalty of --refine, relative to the normalized Hessian's unit diagonal
@@ -394,7 +397,7 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
 /// its place; the update is checked before the model is read, so a bad name or setting costs
 /// nothing.
 fn resolve(args: &PruneArgs, par: Parallelism) -> optima::Result<Recipe> {
-    let mut recipe = args.preset.map_or_else(Recipe::default_pipeline, Preset::recipe);
+    let mut recipe = args.preset.map_or_else(|| Recipe::default_pipeline(&args.pattern), Preset::recipe);
     if let Some(masker) = args.masker {
         recipe.masker = masker;
     }
@@ -458,6 +461,11 @@ fn resolve(args: &PruneArgs, par: Parallelism) -> optima::Result<Recipe> {
             })
         }
     };
+    // The default's refinement needs an exact update (not the mask alone, not SparseGPT's own);
+    // given explicitly, the run refuses what cannot work.
+    if args.refine.is_none() && matches!(recipe.update, None | Some(SolverSpec::SparseGpt(_))) {
+        recipe.refine = None;
+    }
     // The default's held-out choice needs an update and enough sequences to hold some out; given
     // explicitly, the run checks it (and refuses what cannot work).
     if args.held_out.is_none()

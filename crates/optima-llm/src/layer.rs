@@ -82,9 +82,12 @@ pub(crate) fn prune_layer(
                     &start_mask,
                     WarmStart::ExactSolution,
                 )?),
-                None => {
-                    Refined::Certified(refiner.refine(weight.view(), &fit.hessian, &settings.pattern, &start_mask)?)
-                }
+                None => Refined::Certified(Box::new(refiner.refine(
+                    weight.view(),
+                    &fit.hessian,
+                    &settings.pattern,
+                    &start_mask,
+                )?)),
             })
         }
         (Some(_), None) => return Err(OptimaError::Internal(format!("{kind}: refinement without a solver"))),
@@ -226,7 +229,7 @@ pub(crate) fn prune_layer(
 /// A layer's refinement: ADMM's support alone, or certified by exact solves of both supports.
 enum Refined {
     Proposed(Proposal),
-    Certified(Refinement),
+    Certified(Box<Refinement>),
 }
 
 impl Refined {

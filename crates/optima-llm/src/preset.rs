@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use optima::error::{OptimaError, Result};
 use optima::mask::{RefineSettings, SparseGptSettings};
-use optima::problem::DEFAULT_PERCDAMP;
+use optima::problem::{DEFAULT_PERCDAMP, SparsityPattern};
 use optima::solve::{PdhgSettings, SolverSpec};
 
 use crate::settings::{HeldOutSelection, InBlockOrder, MaskerChoice, Objective};
@@ -105,11 +105,13 @@ impl Preset {
 }
 
 impl Recipe {
-    /// `optima prune` with no preset, the best pipeline measured (docs/results.md): Wanda's mask,
-    /// exact reconstruction by `auto` at 1e-6 on the layer objective, layers calibrated in order
-    /// inside each block, each layer's damping chosen on one calibration sequence in 8 held out
-    /// (masks at 1%), an update kept only where it beats the mask there.
-    pub fn default_pipeline() -> Self {
+    /// `optima prune` with no preset, the best pipeline measured for `pattern`'s kind
+    /// (docs/results.md): Wanda's mask, exact reconstruction by `auto` at 1e-6 on the layer
+    /// objective, layers calibrated in order inside each block, each layer's damping chosen on one
+    /// calibration sequence in 8 held out (masks at 1%), an update kept only where it beats the
+    /// mask there; for unstructured patterns, masks refined with the solver in the loop
+    /// ([`RefineSettings::default`]), the starting mask competing on the held-out tokens.
+    pub fn default_pipeline(pattern: &SparsityPattern) -> Self {
         Self {
             masker: MaskerChoice::Wanda,
             update: Some(SolverSpec::Auto(optima::solve::AutoSettings::default())),
@@ -118,7 +120,10 @@ impl Recipe {
             percdamp: DEFAULT_PERCDAMP,
             held_out: Some(HeldOutSelection::default()),
             keep_only_improving: false,
-            refine: None,
+            refine: match pattern {
+                SparsityPattern::Unstructured { .. } => Some(RefineSettings::default()),
+                SparsityPattern::NM { .. } => None,
+            },
         }
     }
 }
@@ -173,7 +178,10 @@ mod tests {
         }
         assert_eq!((paper.percdamp, paper.keep_only_improving), (0.01, true));
 
-        let default = Recipe::default_pipeline();
+        let default = Recipe::default_pipeline(&"0.5".parse().unwrap());
+        assert_eq!(default.refine, Some(RefineSettings::default()), "unstructured masks are refined");
+        assert_eq!(Recipe::default_pipeline(&"2:4".parse().unwrap()).refine, None, "N:M masks are not");
+        assert_eq!(Recipe::default_pipeline(&"2:4".parse().unwrap()).held_out, default.held_out);
         assert_eq!(default.masker, MaskerChoice::Wanda);
         assert!(matches!(default.update, Some(SolverSpec::Auto(s)) if s.tolerance == 1e-6));
         assert!(!default.keep_only_improving);
