@@ -114,6 +114,8 @@ fn a_gguf_model_written_as_a_folder_reads_back_bit_for_bit_and_scores_the_same()
     for file in ["tokenizer_config.json", "special_tokens_map.json", "generation_config.json"] {
         assert!(folder.join(file).is_file(), "{file}");
     }
+    let mode = |f: &str| std::fs::metadata(folder.join(f)).unwrap().permissions();
+    assert_eq!(mode("model.safetensors"), mode("config.json"), "the weights are as readable as the config");
 }
 
 #[test]

@@ -142,6 +142,11 @@ pub fn write_checkpoint(dir: &Path, source: &ModelSource, model: &LlamaModel, dt
     optima::io::write_dir_atomically(dir, |tmp| {
         write_json(&tmp.join("config.json"), &config)?;
         write_weights(&tmp.join(SINGLE_FILE), model, dtype)?;
+        // The safetensors writer creates its file private (0600): give it config.json's mode.
+        let weights = tmp.join(SINGLE_FILE);
+        let io = |source| OptimaError::Io { path: weights.clone(), source };
+        let mode = std::fs::metadata(tmp.join("config.json")).map_err(io)?.permissions();
+        std::fs::set_permissions(&weights, mode).map_err(io)?;
         match source {
             ModelSource::HuggingFace(hf) => {
                 for name in COPIED_FILES {
