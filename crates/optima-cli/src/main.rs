@@ -1,7 +1,9 @@
 //! `optima`: the command line over the library — solve layer problems, generate them, bench.
 
 mod bench;
+mod convert;
 mod generate;
+mod output;
 mod perplexity;
 mod progress;
 mod prune;
@@ -27,10 +29,12 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Measure solvers side by side on generated LLM-like layers.
     Bench(bench::BenchArgs),
-    /// Perplexity of a GGUF model on a text.
+    /// Perplexity of a GGUF model or a Hugging Face checkpoint on a text.
     Perplexity(perplexity::PerplexityArgs),
-    /// Prune a GGUF Llama model block by block and write it out.
+    /// Prune a Llama model (GGUF or Hugging Face) block by block and write it out.
     Prune(Box<prune::PruneArgs>),
+    /// Write a model in another format or type without pruning it.
+    Convert(convert::ConvertArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Perplexity(args) => perplexity::run(args),
         Command::Prune(args) => prune::run(*args),
+        Command::Convert(args) => convert::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

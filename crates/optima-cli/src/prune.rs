@@ -13,11 +13,13 @@ use optima_llm::calibration::{
     calibration_sequences, calibration_starts, held_out_calibration_windows, read_text, skip_chars,
 };
 use optima_llm::checkpoint::Checkpoint;
-use optima_llm::model_file::{WeightPrecision, load_model, write_model_gguf, write_model_safetensors};
+use optima_llm::model_file::load_model;
 use optima_llm::perplexity::perplexity;
 use optima_llm::preset::{Preset, Recipe};
 use optima_llm::prune::{InBlockOrder, MaskerChoice, Objective, PruneSettings, plan_memory, prune_model_resumable};
 use serde_json::json;
+
+use crate::output::{DTYPE_HELP, Output};
 
 #[derive(Args)]
 pub struct PruneArgs {
@@ -106,11 +108,14 @@ pub struct PruneArgs {
     /// Threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Where to write the pruned model: .gguf (F32, or F16 with --f16; from a GGUF model only) or
-    /// .safetensors (f32 tensors under their GGUF names).
+    /// Where to write the pruned model: .gguf (from a GGUF model only; types: --dtype),
+    /// .safetensors (f32 tensors under their GGUF names), or any other path: a Hugging Face
+    /// folder that `transformers` loads.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Write GGUF weights as F16.
+    #[arg(long, help = DTYPE_HELP)]
+    dtype: Option<String>,
+    /// Write GGUF weights as F16 (the same as --dtype f16).
     #[arg(long)]
     f16: bool,
     /// Write the per-layer report (JSON) here.
@@ -164,25 +169,15 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
     }
     let recipe = resolve(&args, par)?;
     let update = recipe.update.clone();
-    if let Some(out) = &args.out {
-        let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("");
-        if !matches!(ext, "gguf" | "safetensors") {
-            return Err(OptimaError::InvalidSetting(format!(
-                "--out {} must end in .gguf or .safetensors",
-                out.display()
-            )));
-        }
-    }
     if let Some(dir) = &args.save_problems {
         std::fs::create_dir_all(dir).map_err(|source| OptimaError::Io { path: dir.clone(), source })?;
     }
     let mut loaded = load_model(&args.model)?;
-    let gguf_out = args.out.as_ref().is_some_and(|out| out.extension().is_some_and(|e| e == "gguf"));
-    if gguf_out && loaded.gguf().is_none() {
-        return Err(OptimaError::InvalidSetting(
-            "--out *.gguf needs a GGUF input model; write a Hugging Face model's pruned weights as .safetensors".into(),
-        ));
-    }
+    let output = args
+        .out
+        .as_ref()
+        .map(|out| Output::resolve(out, args.dtype.as_deref(), args.f16, loaded.gguf().is_some()))
+        .transpose()?;
     let calib_text = read_text(&args.calib)?;
     let starts = match args.start_char.as_slice() {
         [] => vec![0; args.eval.len()],
@@ -275,15 +270,8 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
     let report =
         prune_model_resumable(&mut loaded.model, &calibration, &settings, checkpoint.as_ref(), |e| bar.update(e))?;
     drop(bar);
-    if let Some(out) = &args.out {
-        match (out.extension().and_then(|e| e.to_str()), loaded.gguf()) {
-            (Some("safetensors"), _) => write_model_safetensors(out, &loaded.source, &loaded.model)?,
-            (_, Some(gguf)) => {
-                let precision = if args.f16 { WeightPrecision::F16 } else { WeightPrecision::F32 };
-                write_model_gguf(out, gguf, &loaded.model, precision)?
-            }
-            (_, None) => return Err(OptimaError::Internal("a GGUF output without a GGUF input".into())),
-        }
+    if let Some(output) = &output {
+        output.write(&loaded)?;
     }
     let mut perplexities = Vec::new();
     for (text, &start) in eval_texts.iter().zip(&starts) {

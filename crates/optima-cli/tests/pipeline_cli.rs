@@ -316,3 +316,90 @@ fn a_hugging_face_folder_prunes_and_evaluates_like_its_gguf() {
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("needs a GGUF input"));
 }
+
+#[test]
+fn prune_and_convert_write_hugging_face_folders_and_q8_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = dir.path().join("tiny.gguf");
+    write_tiny_gguf(&gguf, &LlamaModel::random(tiny_config(), 13).unwrap());
+    let text = dir.path().join("calib.txt");
+    std::fs::write(&text, "the thin thing in the tin then 12 34 ".repeat(200)).unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let run = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_optima")).args(args).output().unwrap();
+    let ok = |r: &std::process::Output| assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+
+    // Converted without pruning: the folder scores what the GGUF scores.
+    let copy = dir.path().join("tiny-hf");
+    ok(&run(&["convert", "--model", &s(&gguf), "--out", &s(&copy)]));
+    assert!(copy.join("config.json").is_file() && copy.join("tokenizer.json").is_file());
+    assert_eq!(perplexity_json(&gguf, &text)["ppl"], perplexity_json(&copy, &text)["ppl"]);
+
+    // Pruned into a folder: it loads with the pattern and the perplexity prune reported.
+    let out = dir.path().join("pruned-hf");
+    let r = run(&[
+        "prune",
+        "--model",
+        &s(&gguf),
+        "--calib",
+        &s(&text),
+        "--pattern",
+        "2:4",
+        "--solver",
+        "direct",
+        "--calib-seqs",
+        "4",
+        "--seq-len",
+        "32",
+        "--eval",
+        &s(&text),
+        "--windows",
+        "2",
+        "--window-len",
+        "16",
+        "--out",
+        &s(&out),
+        "--json",
+    ]);
+    ok(&r);
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    check_pattern(&load_model(&out).unwrap().model, &"2:4".parse().unwrap());
+    assert_eq!(v["perplexity"]["ppl"], perplexity_json(&out, &text)["ppl"]);
+    assert!(!dir.path().join("pruned-hf.checkpoint").exists());
+
+    // The folder back to GGUF is refused (no GGUF metadata); GGUF to Q8_0 keeps the zeros.
+    let r = run(&["convert", "--model", &s(&out), "--out", &s(&dir.path().join("x.gguf"))]);
+    assert!(String::from_utf8_lossy(&r.stderr).contains("needs a GGUF input"));
+    let pruned_gguf = dir.path().join("pruned.gguf");
+    ok(&run(&["convert", "--model", &s(&out), "--out", &s(&dir.path().join("again-hf")), "--dtype", "bf16"]));
+    let r = run(&[
+        "prune",
+        "--model",
+        &s(&gguf),
+        "--calib",
+        &s(&text),
+        "--pattern",
+        "2:4",
+        "--solver",
+        "direct",
+        "--calib-seqs",
+        "4",
+        "--seq-len",
+        "32",
+        "--out",
+        &s(&pruned_gguf),
+        "--json",
+    ]);
+    ok(&r);
+    let q8 = dir.path().join("pruned.q8_0.gguf");
+    ok(&run(&["convert", "--model", &s(&pruned_gguf), "--out", &s(&q8), "--dtype", "q8_0"]));
+    let (q8, pruned) = (load_model(&q8).unwrap().model, load_model(&pruned_gguf).unwrap().model);
+    for (a, b) in q8.blocks.iter().zip(&pruned.blocks) {
+        assert!(a.down.iter().zip(&b.down).all(|(x, y)| *y != 0.0 || *x == 0.0), "pruned zeros stay exact in Q8_0");
+        assert!(a.down != b.down, "quantized");
+    }
+    let bad = run(&["convert", "--model", &s(&gguf), "--out", &s(&dir.path().join("b.gguf")), "--dtype", "bf16"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("GGUF type"), "{}", String::from_utf8_lossy(&bad.stderr));
+    let bad = run(&["convert", "--model", &s(&gguf), "--out", &s(&dir.path().join("q8-hf")), "--dtype", "q8_0"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("f32, f16 or bf16"));
+}

@@ -1,5 +1,6 @@
 //! Loading a Llama model with its tokenizer from GGUF or a Hugging Face folder, and writing a pruned model back out
-//! (GGUF F32/F16 keeping all metadata, or safetensors).
+//! (GGUF F32/F16/Q8_0 keeping all metadata, safetensors under the GGUF names, or a Hugging Face
+//! folder through [`crate::hf::write_checkpoint`]).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -11,7 +12,9 @@ use safetensors::Dtype;
 
 use super::llama::{LinearKind, LlamaConfig, LlamaModel};
 use super::tokenizer::Tokenizer;
-use crate::gguf::{GgmlType, GgufFile, GgufTensorData, GgufTensorInfo, GgufTensorSpec, GgufValue, write_gguf_streamed};
+use crate::gguf::{
+    GgmlType, GgufFile, GgufTensorData, GgufTensorInfo, GgufTensorSpec, GgufValue, quantize_q8_0, write_gguf_streamed,
+};
 use crate::hf::{self, HfCheckpoint, HfTokenizer};
 use optima::error::{OptimaError, Result};
 use optima::io::write_atomically_via;
@@ -132,10 +135,61 @@ pub enum WeightPrecision {
     F32,
     /// GGML F16: half the size; pruned entries stay exactly 0.
     F16,
+    /// GGML Q8_0 (a tensor whose rows do not fill 32-value blocks goes to F16): about a quarter
+    /// of F32; pruned entries stay exactly 0.
+    Q8_0,
+    /// Each tensor in its own type in the source file where that is F32, F16 or Q8_0; F32 for
+    /// the types optima cannot encode (the K-quants, Q4_0, …).
+    Source,
+}
+
+impl std::str::FromStr for WeightPrecision {
+    type Err = OptimaError;
+    fn from_str(s: &str) -> Result<WeightPrecision> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(WeightPrecision::F32),
+            "f16" => Ok(WeightPrecision::F16),
+            "q8_0" => Ok(WeightPrecision::Q8_0),
+            "source" => Ok(WeightPrecision::Source),
+            other => Err(OptimaError::InvalidSetting(format!("GGUF type {other:?}: use f32, f16, q8_0 or source"))),
+        }
+    }
+}
+
+impl WeightPrecision {
+    /// The type a tensor of `source` is written in: vectors (norms, biases) stay F32.
+    pub fn tensor_type(self, info: &GgufTensorInfo) -> GgmlType {
+        let matrix = info.dims.iter().filter(|&&d| d > 1).count() >= 2;
+        let fills_q8 = info.dims.first().is_some_and(|&ne0| ne0 % GgmlType::Q8_0.block_size() == 0);
+        match (self, info.ggml_type) {
+            _ if !matrix => GgmlType::F32,
+            (WeightPrecision::F32, _) => GgmlType::F32,
+            (WeightPrecision::F16, _) => GgmlType::F16,
+            (WeightPrecision::Q8_0, _) => {
+                if fills_q8 {
+                    GgmlType::Q8_0
+                } else {
+                    GgmlType::F16
+                }
+            }
+            (WeightPrecision::Source, GgmlType::F16) => GgmlType::F16,
+            (WeightPrecision::Source, GgmlType::Q8_0) if fills_q8 => GgmlType::Q8_0,
+            (WeightPrecision::Source, _) => GgmlType::F32,
+        }
+    }
+}
+
+/// llama.cpp's `general.file_type` (`llama_ftype`) for a file mostly of `ty`.
+fn file_type_of(ty: GgmlType) -> u32 {
+    match ty {
+        GgmlType::F16 => 1,
+        GgmlType::Q8_0 => 7,
+        _ => 0,
+    }
 }
 
 /// The model's current value of a tensor named as in GGUF, if the model holds it.
-fn model_tensor<'a>(model: &'a LlamaModel, name: &str) -> Option<&'a [f32]> {
+pub(crate) fn model_tensor<'a>(model: &'a LlamaModel, name: &str) -> Option<&'a [f32]> {
     let as_slice = |a: &'a Array2<f32>| a.as_slice();
     match name {
         "token_embd.weight" => as_slice(&model.token_embd),
@@ -164,29 +218,30 @@ fn model_tensor<'a>(model: &'a LlamaModel, name: &str) -> Option<&'a [f32]> {
 
 /// Writes `model` as GGUF: every tensor of `source` in its order and shape (the model's current
 /// values, or the source's own dequantized ones for tensors the model does not hold), all
-/// metadata kept, `general.file_type` set to match. Refuses to overwrite `source`'s file.
+/// metadata kept, each tensor in the type `precision` gives it ([`WeightPrecision::tensor_type`]),
+/// `general.file_type` set to the type of most of the matrices' elements. Refuses to overwrite
+/// `source`'s file.
 pub fn write_model_gguf(path: &Path, source: &GgufFile, model: &LlamaModel, precision: WeightPrecision) -> Result<()> {
     refuse_overwrite(path, source.path())?;
     let mut metadata = source.metadata.clone();
-    let file_type = GgufValue::U32(match precision {
-        WeightPrecision::F32 => 0,
-        WeightPrecision::F16 => 1,
-    });
+    let types: Vec<GgmlType> = source.tensors.iter().map(|info| precision.tensor_type(info)).collect();
+    let mut elements: HashMap<u32, usize> = HashMap::new();
+    for (info, ty) in source.tensors.iter().zip(&types) {
+        if info.dims.iter().filter(|&&d| d > 1).count() >= 2 {
+            *elements.entry(file_type_of(*ty)).or_default() += info.n_elements;
+        }
+    }
+    let most = elements.into_iter().max_by_key(|&(ty, n)| (n, ty)).map_or(0, |(ty, _)| ty);
+    let file_type = GgufValue::U32(most);
     match metadata.iter_mut().find(|(k, _)| k == "general.file_type") {
         Some((_, v)) => *v = file_type,
         None => metadata.push(("general.file_type".into(), file_type)),
     }
-    // Matrices go to F16 when asked; vectors (norms) stay F32.
-    let half =
-        |info: &GgufTensorInfo| precision == WeightPrecision::F16 && info.dims.iter().filter(|&&d| d > 1).count() >= 2;
     let specs: Vec<GgufTensorSpec<'_>> = source
         .tensors
         .iter()
-        .map(|info| GgufTensorSpec {
-            name: &info.name,
-            dims: &info.dims,
-            ggml_type: if half(info) { GgmlType::F16 } else { GgmlType::F32 },
-        })
+        .zip(&types)
+        .map(|(info, &ggml_type)| GgufTensorSpec { name: &info.name, dims: &info.dims, ggml_type })
         .collect();
     // One tensor converted at a time, so that the output is never whole in memory.
     write_gguf_streamed(path, &metadata, &specs, |i| {
@@ -202,10 +257,10 @@ pub fn write_model_gguf(path: &Path, source: &GgufFile, model: &LlamaModel, prec
                 format!("{}", values.len()),
             ));
         }
-        Ok(Cow::Owned(if half(info) {
-            GgufTensorData::F16(values.iter().map(|&v| f16::from_f32(v)).collect())
-        } else {
-            GgufTensorData::F32(values)
+        Ok(Cow::Owned(match types.get(i) {
+            Some(GgmlType::F16) => GgufTensorData::F16(values.iter().map(|&v| f16::from_f32(v)).collect()),
+            Some(GgmlType::Q8_0) => GgufTensorData::Q8_0(quantize_q8_0(&info.name, &values)?),
+            _ => GgufTensorData::F32(values),
         }))
     })
 }
@@ -232,7 +287,7 @@ impl safetensors::View for F32Tensor<'_> {
 }
 
 /// The GGUF names and shapes (ggml order, `ne[0]` first) of every tensor `model` holds.
-fn model_tensor_names(model: &LlamaModel) -> Vec<(String, Vec<usize>)> {
+pub(crate) fn model_tensor_names(model: &LlamaModel) -> Vec<(String, Vec<usize>)> {
     let c = &model.config;
     let mut out = vec![("token_embd.weight".to_string(), vec![c.hidden, c.vocab])];
     for (b, block) in model.blocks.iter().enumerate() {

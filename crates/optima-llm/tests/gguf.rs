@@ -72,6 +72,11 @@ fn bits(d: &GgufTensorData) -> Vec<u32> {
     match d {
         GgufTensorData::F32(v) => v.iter().map(|x| x.to_bits()).collect(),
         GgufTensorData::F16(v) => v.iter().map(|x| x.to_f32().to_bits()).collect(),
+        GgufTensorData::Q8_0(b) => optima_llm::gguf::dequantize(GgmlType::Q8_0, b, b.len() / 34 * 32)
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect(),
     }
 }
 
@@ -98,6 +103,7 @@ fn write_read_round_trip_is_bit_exact() {
         let expected_type = match data {
             GgufTensorData::F32(_) => GgmlType::F32,
             GgufTensorData::F16(_) => GgmlType::F16,
+            GgufTensorData::Q8_0(_) => GgmlType::Q8_0,
         };
         assert_eq!(info.ggml_type, expected_type);
         let (got_dims, values) = file.tensor_f32(name).unwrap();

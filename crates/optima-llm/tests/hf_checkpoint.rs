@@ -32,33 +32,6 @@ fn max_rel_diff(a: &Array2<f32>, reference: &[Vec<f64>]) -> f64 {
     diff.fold(0.0, f64::max) / scale
 }
 
-/// `model` with every weight rounded through `dtype` (exact for F32).
-fn rounded(model: &LlamaModel, dtype: Dtype) -> LlamaModel {
-    let r = |v: f32| match dtype {
-        Dtype::F16 => half::f16::from_f32(v).to_f32(),
-        Dtype::BF16 => half::bf16::from_f32(v).to_f32(),
-        _ => v,
-    };
-    let mut m = model.clone();
-    m.token_embd.mapv_inplace(r);
-    m.output_norm.iter_mut().for_each(|v| *v = r(*v));
-    if let Some(o) = m.output.as_mut() {
-        o.mapv_inplace(r);
-    }
-    for block in &mut m.blocks {
-        for a in
-            [&mut block.q, &mut block.k, &mut block.v, &mut block.o, &mut block.gate, &mut block.up, &mut block.down]
-        {
-            a.mapv_inplace(r);
-        }
-        block.attn_norm.iter_mut().chain(block.ffn_norm.iter_mut()).for_each(|v| *v = r(*v));
-        if let Some(b) = block.qkv_bias.as_mut() {
-            b.q.iter_mut().chain(b.k.iter_mut()).chain(b.v.iter_mut()).for_each(|v| *v = r(*v));
-        }
-    }
-    m
-}
-
 fn untied(seed: u64) -> LlamaModel {
     let mut model = LlamaModel::random(tiny_config(), seed).unwrap();
     let other = LlamaModel::random(tiny_config(), seed + 1000).unwrap();

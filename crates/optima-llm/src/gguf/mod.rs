@@ -1,7 +1,7 @@
 //! GGUF files (the llama.cpp model format, versions 2 and 3): a bounds-checked reader that
 //! dequantizes tensors to `f32` ([`read`], [`dequant`]; plain floats, legacy quants, K-quants,
-//! IQ4_NL/IQ4_XS) from a memory map of the file ([`source`]), and a writer for `f32`/`f16`
-//! tensors ([`write`]).
+//! IQ4_NL/IQ4_XS) from a memory map of the file ([`source`]), and a writer for `f32`/`f16`/Q8_0
+//! tensors ([`write`], with the Q8_0 encoder in [`quantize`]).
 //!
 //! The reader treats the file as untrusted: every count, length, dimension and offset is checked
 //! against the file's size before anything is allocated, all arithmetic on them is checked, and
@@ -25,12 +25,14 @@
 //! ```
 
 mod dequant;
+mod quantize;
 mod read;
 pub(crate) mod source;
 mod value;
 mod write;
 
 pub use dequant::{DequantizeError, GgmlType, dequantize};
+pub use quantize::{Q8_0_BLOCK, quantize_q8_0};
 pub use read::{GgufFile, GgufTensorInfo};
 pub use value::{GgufValue, GgufValueType};
 pub use write::{GgufTensorData, GgufTensorSpec, gguf_bytes, write_gguf, write_gguf_streamed};

@@ -1,4 +1,4 @@
-//! The GGUF v3 writer: metadata, tensor infos and `f32`/`f16` data, written atomically.
+//! The GGUF v3 writer: metadata, tensor infos and `f32`/`f16`/Q8_0 data, written atomically.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -17,6 +17,8 @@ pub enum GgufTensorData {
     F32(Vec<f32>),
     /// Stored as GGML F16.
     F16(Vec<f16>),
+    /// GGML Q8_0 blocks as encoded by [`super::quantize_q8_0`] (34 bytes per 32 values).
+    Q8_0(Vec<u8>),
 }
 
 impl GgufTensorData {
@@ -24,6 +26,7 @@ impl GgufTensorData {
         match self {
             GgufTensorData::F32(v) => v.len(),
             GgufTensorData::F16(v) => v.len(),
+            GgufTensorData::Q8_0(b) => b.len() / GgmlType::Q8_0.type_size() * GgmlType::Q8_0.block_size(),
         }
     }
 
@@ -31,6 +34,7 @@ impl GgufTensorData {
         match self {
             GgufTensorData::F32(_) => GgmlType::F32,
             GgufTensorData::F16(_) => GgmlType::F16,
+            GgufTensorData::Q8_0(_) => GgmlType::Q8_0,
         }
     }
 }
@@ -81,7 +85,7 @@ pub struct GgufTensorSpec<'a> {
     pub name: &'a str,
     /// GGUF dims, `ne[0]` first.
     pub dims: &'a [usize],
-    /// Element type (F32 or F16).
+    /// Element type (F32, F16 or Q8_0).
     pub ggml_type: GgmlType,
 }
 
@@ -145,6 +149,10 @@ fn gguf_layout(metadata: &[(String, GgufValue)], tensors: &[GgufTensorSpec<'_>])
                 format!("{dims:?}"),
             )
         })?;
+        let block = spec.ggml_type.block_size();
+        if dims.first().is_some_and(|&ne0| ne0 % block != 0) {
+            return Err(bad(format!("tensor {name:?}: rows of {dims:?} do not fill {} blocks", spec.ggml_type)));
+        }
         put_string(&mut out, name);
         out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
         for &d in dims {
@@ -153,7 +161,7 @@ fn gguf_layout(metadata: &[(String, GgufValue)], tensors: &[GgufTensorSpec<'_>])
         out.extend_from_slice(&(spec.ggml_type as u32).to_le_bytes());
         out.extend_from_slice(&(offset as u64).to_le_bytes());
         offsets.push(offset);
-        offset = n
+        offset = (n / block)
             .checked_mul(spec.ggml_type.type_size())
             .and_then(|n_bytes| offset.checked_add(n_bytes))
             .and_then(|o| align_up(o, alignment))
@@ -201,8 +209,14 @@ fn write_gguf_data<'d>(
                     out.write_all(&buffer).map_err(io)?;
                 }
             }
+            GgufTensorData::Q8_0(bytes) => {
+                if bytes.len() % GgmlType::Q8_0.type_size() != 0 {
+                    return Err(OptimaError::Internal(format!("{}: partial Q8_0 block", spec.name)));
+                }
+                out.write_all(bytes).map_err(io)?;
+            }
         }
-        position = offset + expected * spec.ggml_type.type_size();
+        position = offset + expected / spec.ggml_type.block_size() * spec.ggml_type.type_size();
     }
     out.write_all(&vec![0u8; layout.data_len.saturating_sub(position)]).map_err(io)
 }

@@ -43,6 +43,31 @@ pub fn gguf_vector_from_hf(name: &str, hf: &[f32], head_dim: usize) -> Result<Ve
         .ok_or_else(|| OptimaError::Internal(format!("{name}: row permutation out of range")))
 }
 
+/// For each Hugging Face row of a q/k projection with `rows` rows, the GGUF row it comes from:
+/// the inverse of [`hf_row_of_gguf_row`], used to write the Hugging Face order back.
+pub fn gguf_row_of_each_hf_row(name: &str, rows: usize, head_dim: usize) -> Result<Vec<usize>> {
+    check_heads(name, rows, head_dim)?;
+    let mut order = vec![0; rows];
+    for row in 0..rows {
+        let slot = order
+            .get_mut(hf_row_of_gguf_row(row, head_dim))
+            .ok_or_else(|| OptimaError::Internal(format!("{name}: row permutation out of range")))?;
+        *slot = row;
+    }
+    Ok(order)
+}
+
+/// Reorders the rows of a q/k weight in the GGUF order back into the Hugging Face order (the
+/// inverse of [`gguf_rows_from_hf`]).
+pub fn hf_rows_from_gguf(name: &str, gguf: &Array2<f32>, head_dim: usize) -> Result<Array2<f32>> {
+    let order = gguf_row_of_each_hf_row(name, gguf.nrows(), head_dim)?;
+    let mut out = Array2::<f32>::zeros(gguf.dim());
+    for (mut dst, &from) in out.outer_iter_mut().zip(&order) {
+        dst.assign(&gguf.row(from));
+    }
+    Ok(out)
+}
+
 fn check_heads(name: &str, rows: usize, head_dim: usize) -> Result<()> {
     if head_dim == 0 || head_dim % 2 != 0 || rows % head_dim != 0 {
         return Err(OptimaError::shape(

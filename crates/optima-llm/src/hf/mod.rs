@@ -3,7 +3,7 @@
 //! `model.safetensors.index.json` in F32, F16 or BF16 ([`shards`]), and `tokenizer.json`
 //! ([`tokenizer`]). The tensors are renamed and the q/k rows reordered into the GGUF layout the
 //! forward pass uses ([`layout`]), so a checkpoint and its llama.cpp conversion load to the same
-//! [`LlamaModel`].
+//! [`LlamaModel`]. [`write`] writes a model back out as such a folder.
 //!
 //! ```no_run
 //! # fn main() -> optima::Result<()> {
@@ -13,9 +13,11 @@
 //! ```
 
 pub mod config;
+pub mod gguf_tokenizer;
 pub mod layout;
 pub mod shards;
 pub mod tokenizer;
+pub mod write;
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +26,7 @@ use ndarray::Array2;
 pub use config::{HfArchitecture, HfConfig};
 pub use shards::{HfTensor, Safetensors};
 pub use tokenizer::HfTokenizer;
+pub use write::{HfDtype, write_checkpoint};
 
 use crate::llama::{LinearKind, LlamaModel, QkvBias};
 use layout::{gguf_rows_from_hf, gguf_vector_from_hf, hf_linear_module, hf_name, is_rotary};
@@ -42,6 +45,8 @@ pub struct HfCheckpoint {
     pub files: Vec<PathBuf>,
     /// Their total size in bytes.
     pub file_bytes: u64,
+    /// The dtype of the token embedding as stored (what an output keeps by default).
+    pub dtype: HfDtype,
 }
 
 /// A loaded checkpoint: its description, its weights in f32 (GGUF layout), its tokenizer.
@@ -139,12 +144,15 @@ pub fn load_weights(dir: &Path) -> Result<(HfCheckpoint, LlamaModel)> {
         }
         model.check().map_err(hf_names)?;
     }
+    let embedding = "model.embed_tokens.weight";
+    let dtype = files.dtype(embedding).and_then(HfDtype::from_safetensors).unwrap_or(HfDtype::F32);
     let checkpoint = HfCheckpoint {
         dir: dir.to_path_buf(),
         config: hf,
         architecture,
         files: files.paths().map(Path::to_path_buf).collect(),
         file_bytes: files.total_bytes(),
+        dtype,
     };
     Ok((checkpoint, model))
 }

@@ -100,6 +100,12 @@ impl Safetensors {
         self.location.contains_key(name)
     }
 
+    /// The stored dtype of tensor `name`, if the checkpoint holds it.
+    pub fn dtype(&self, name: &str) -> Option<Dtype> {
+        let shard = self.shards.get(*self.location.get(name)?)?;
+        shard.metadata.info(name).map(|info| info.dtype)
+    }
+
     /// The files read, in order.
     pub fn paths(&self) -> impl Iterator<Item = &Path> {
         self.shards.iter().map(|s| s.path.as_path())

@@ -27,6 +27,33 @@ impl Default for HfWrite {
     }
 }
 
+/// `model` with every weight rounded through `dtype` (exact for F32).
+pub fn rounded(model: &LlamaModel, dtype: Dtype) -> LlamaModel {
+    let r = |v: f32| match dtype {
+        Dtype::F16 => half::f16::from_f32(v).to_f32(),
+        Dtype::BF16 => half::bf16::from_f32(v).to_f32(),
+        _ => v,
+    };
+    let mut m = model.clone();
+    m.token_embd.mapv_inplace(r);
+    m.output_norm.iter_mut().for_each(|v| *v = r(*v));
+    if let Some(o) = m.output.as_mut() {
+        o.mapv_inplace(r);
+    }
+    for block in &mut m.blocks {
+        for a in
+            [&mut block.q, &mut block.k, &mut block.v, &mut block.o, &mut block.gate, &mut block.up, &mut block.down]
+        {
+            a.mapv_inplace(r);
+        }
+        block.attn_norm.iter_mut().chain(block.ffn_norm.iter_mut()).for_each(|v| *v = r(*v));
+        if let Some(b) = block.qkv_bias.as_mut() {
+            b.q.iter_mut().chain(b.k.iter_mut()).chain(b.v.iter_mut()).for_each(|v| *v = r(*v));
+        }
+    }
+    m
+}
+
 /// Hugging Face row of GGUF row `r` (llama.cpp's converter: reshape(heads, 2, d/2).swapaxes(1, 2)).
 fn hf_row(r: usize, head_dim: usize) -> usize {
     let (h, w) = (r / head_dim, r % head_dim);

@@ -16,7 +16,7 @@ fn temporary_prefix(path: &Path) -> String {
     format!(".{name}.tmp-")
 }
 
-/// Removes temporaries that [`write_atomically`] left beside `path` when a process writing it was
+/// Removes temporaries that [`write_atomically`] or [`write_dir_atomically`] left beside `path` when a process writing it was
 /// killed mid-write. Best effort: what cannot be listed or removed is left alone.
 pub fn remove_stale_temporaries(path: &Path) {
     let prefix = temporary_prefix(path);
@@ -27,7 +27,12 @@ pub fn remove_stale_temporaries(path: &Path) {
     let Ok(entries) = std::fs::read_dir(&dir) else { return };
     for entry in entries.flatten() {
         if entry.file_name().to_string_lossy().starts_with(&prefix) {
-            let _ = std::fs::remove_file(entry.path());
+            // A folder is what [`write_dir_atomically`] left.
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            } else {
+                let _ = std::fs::remove_file(entry.path());
+            }
         }
     }
 }
@@ -68,6 +73,46 @@ pub fn write_atomically_via(path: &Path, write: impl FnOnce(&Path) -> Result<()>
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Writes the folder `path` atomically: `write` fills a temporary folder beside it, whose files
+/// are then synced and which is renamed to `path`. A folder already at `path` (the caller decides
+/// whether it may be replaced) is moved aside first and removed once the new one is in place; a
+/// failure removes the temporary folder and leaves any previous folder at `path` as it was.
+pub fn write_dir_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let io_err = |source| OptimaError::Io { path: path.to_path_buf(), source };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let tmp = dir.join(format!("{}{}", temporary_prefix(path), std::process::id()));
+    let old = dir.join(format!("{}old-{}", temporary_prefix(path), std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io_err)?;
+    }
+    std::fs::create_dir(&tmp).map_err(io_err)?;
+    let result = (|| {
+        write(&tmp)?;
+        for entry in std::fs::read_dir(&tmp).map_err(io_err)? {
+            let entry = entry.map_err(io_err)?;
+            std::fs::File::open(entry.path()).and_then(|f| f.sync_all()).map_err(io_err)?;
+        }
+        if path.exists() {
+            std::fs::rename(path, &old).map_err(io_err)?;
+            if let Err(source) = std::fs::rename(&tmp, path) {
+                let _ = std::fs::rename(&old, path);
+                return Err(io_err(source));
+            }
+            let _ = std::fs::remove_dir_all(&old);
+            Ok(())
+        } else {
+            std::fs::rename(&tmp, path).map_err(io_err)
+        }
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
     }
     result
 }
