@@ -11,7 +11,12 @@ import matplotlib.ticker  # noqa: E402
 
 OUT = "out/results"
 SPARSITIES = ["0.3", "0.4", "0.5", "0.6", "0.7"]
-RECIPES = [("wanda", "--preset wanda"), ("sparsegpt", "--preset sparsegpt"), ("default", "optima default")]
+RECIPES = [
+    ("wanda", "--preset wanda"),
+    ("sparsegpt", "--preset sparsegpt"),
+    ("norefine", "optima default, --refine 0"),
+    ("default", "optima default"),
+]
 TEXTS = ["Jargon File", "GNU Coding Standards"]
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))

@@ -19,6 +19,7 @@ def ppls(r):
 
 
 dense = [load("dense"), load("dense-gnu")]
+
 # The runs scripts/results.sh plans, by tag (the 128 × 512 and sweep rows are listed on their own).
 PLANNED = set(re.findall(r'"([A-Za-z0-9.\-]+)\|', open("scripts/results.sh").read()))
 PLANNED |= {f"{t}-{s}" for t in ("sparsegpt", "default", "wanda") for s in ("0.3", "0.4", "0.6", "0.7")}
@@ -37,7 +38,11 @@ lines = [
     "The default pipeline (`optima prune` with no flags) is Wanda's mask, exact reconstruction (`auto`, 1e-6), "
     "layers calibrated in order inside each block, and each layer's damping chosen from {1%, 3%, 10%, 30%} by "
     "the error on one calibration sequence in 8 held out of the Hessians (an update kept only where it beats the "
-    "mask's own weights there). Nothing was chosen on either evaluation text.",
+    "mask's own weights there); for unstructured patterns its masks are also refined with the solver in the loop "
+    "(`--refine 60`, ADMM from the exact fit on Wanda's mask, the starting mask competing on the held-out tokens). "
+    "Nothing was chosen on either evaluation text: *fortunes* is the perplexity on 16 windows of 512 tokens of "
+    "the calibration text that no calibration sequence touches (`--calib-eval-windows 16`), the held-out score "
+    "settings are chosen on (– where a run predates it).",
     "",
 ]
 
@@ -46,19 +51,30 @@ ROWS = [
     ("sparsegpt-sequential", "`--preset sparsegpt --in-block sequential`"),
     ("wanda", "`--preset wanda` (Wanda's mask, no update)"),
     ("optima-paper", "`--preset optima-paper` (Wanda + pdhg 1e-2, kept if it lowers the loss)"),
+    ("magnitude", "magnitude mask alone (`--masker magnitude --solver none`, in order)"),
+    ("magnitude-default", "magnitude mask + the default's update (`--masker magnitude --refine 0`)"),
     ("auto-parallel", "Wanda + exact, 1%, layers on the block's unpruned inputs (the old default)"),
     ("auto-sequential", "Wanda + exact, 1%, layers in order (lever: in-block order)"),
-    ("default", "**default**: Wanda + exact, in order, held-out dampings"),
-    ("default-fullgrid", "the default, grid scored on every row (not a 1-in-4 row sample)"),
+    ("norefine", "Wanda + exact, in order, held-out dampings (the default without refinement, `--refine 0`)"),
+    ("default-fullgrid", "the same, grid scored on every row (not a 1-in-4 row sample)"),
+    ("default", "**default**"),
+    ("refine-masked", "the default, ADMM warm-started from the masked weights instead of the exact fit"),
+    ("refine", "the default + `--refine 60` (masks refined with the solver in the loop)"),
     ("sparsegpt-mask-default", "SparseGPT's mask + the default's update (`--masker sparsegpt`)"),
     ("dense-objective", "the default with `--objective dense`"),
-    ("refine", "the default + `--refine 60` (masks refined with the solver in the loop)"),
 ]
 
 
 # Runs that were paused (SIGSTOP) while docs/benchmarks.md's timings ran alone: their wall
 # times include the pause, so they are not shown.
-PAUSED = {"sparsegpt-0.5", "default-0.5"}
+PAUSED = {"sparsegpt-0.5"}
+# The runs that score the held-out calibration windows were made while two other jobs shared the
+# 2 cores (load 4–7): their times are marked †.
+
+
+def calib(r):
+    h = r.get("calibration_held_out")
+    return f"{h['ppl']:.2f}" if h else "–"
 
 
 def row(tag, label):
@@ -67,11 +83,13 @@ def row(tag, label):
         return None
     s = r["seconds"]
     jargon, gnu = ppls(r)
-    if tag in PAUSED:
-        return f"| {label} | {jargon:.2f} | {gnu:.2f} | {r['mean_error_after']:.4f} | {r['updates_kept'] if r['solver'] != 'none' else '–'} | paused, see docs/benchmarks.md | – |"
-    split = f"{s['forward']:.0f} / {s['hessian']:.0f} / {s['mask']:.0f} / {s['solve']:.0f}"
     kept = r["updates_kept"] if r["solver"] != "none" else "–"
-    return f"| {label} | {jargon:.2f} | {gnu:.2f} | {r['mean_error_after']:.4f} | {kept} | {s['pruning']:.0f} | {split} |"
+    head = f"| {label} | {jargon:.2f} | {gnu:.2f} | {calib(r)} | {r['mean_error_after']:.4f} | {kept}"
+    if tag in PAUSED:
+        return f"{head} | paused, see docs/benchmarks.md | – |"
+    split = f"{s['forward']:.0f} / {s['hessian']:.0f} / {s['mask']:.0f} / {s['solve']:.0f}"
+    mark = "†" if r.get("calibration_held_out") else ""
+    return f"{head} | {s['pruning']:.0f}{mark} | {split} |"
 
 
 missing = []
@@ -79,9 +97,9 @@ for pattern, suffix in [("50% unstructured", "0.5"), ("2:4", "2of4")]:
     lines += [
         f"## {pattern}",
         "",
-        "| recipe | Jargon | GNU | mean E | updates kept | seconds | forward / Hessian / mask / update s |",
-        "|---|---:|---:|---:|---:|---:|---|",
-        f"| dense model | {dense[0]['ppl']:.2f} | {dense[1]['ppl']:.2f} | – | – | – | – |",
+        "| recipe | Jargon | GNU | fortunes | mean E | updates kept | seconds | forward / Hessian / mask / update s |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+        f"| dense model | {dense[0]['ppl']:.2f} | {dense[1]['ppl']:.2f} | {calib(load('dense-calib')) if load('dense-calib') else '–'} | – | – | – | – |",
     ]
     for tag, label in ROWS:
         line = row(f"{tag}-{suffix}", label)
@@ -90,7 +108,7 @@ for pattern, suffix in [("50% unstructured", "0.5"), ("2:4", "2of4")]:
                 missing.append(f"{tag} {pattern}")
             continue
         lines.append(line)
-    for tag, label in [("sparsegpt", "`--preset sparsegpt`"), ("default", "default")]:
+    for tag, label in [("sparsegpt", "`--preset sparsegpt`"), ("norefine", "the default without refinement"), ("default", "default")]:
         line = row(f"{tag}-{suffix}-128x512", label + ", 128 × 512 calibration tokens")
         if line:
             lines.append(line)
@@ -103,22 +121,26 @@ for pattern, suffix in [("50% unstructured", "0.5"), ("2:4", "2of4")]:
             f"{gains[1]:.1f}% lower on the GNU text (negative: higher).",
         ]
     lines.append("")
+    lines += ["† run while two other jobs shared the machine's 2 cores: its time is not comparable with the other rows'.", ""]
 
-sweep = [(s, {t: load(f"{t}-{s}") for t in ("sparsegpt", "wanda", "default")}) for s in ("0.3", "0.4", "0.5", "0.6", "0.7")]
+sweep = [(s, {t: load(f"{t}-{s}") for t in ("sparsegpt", "wanda", "norefine", "default")}) for s in ("0.3", "0.4", "0.5", "0.6", "0.7")]
 if any(r for _, rs in sweep for r in rs.values()):
     lines += [
         "## Perplexity against sparsity (unstructured)",
         "",
         "![perplexity against sparsity](perplexity-vs-sparsity.png)",
         "",
-        "| sparsity | `--preset wanda` | `--preset sparsegpt` | default | (GNU: wanda / sparsegpt / default) |",
-        "|---:|---:|---:|---:|---|",
+        "Jargon File (GNU text in the last column). *without refinement*: the default with `--refine 0`; the "
+        "default itself (with refinement) is measured at 0.5 only so far.",
+        "",
+        "| sparsity | `--preset wanda` | `--preset sparsegpt` | without refinement | default | (GNU: wanda / sparsegpt / without refinement / default) |",
+        "|---:|---:|---:|---:|---:|---|",
     ]
     for s, rs in sweep:
         cell = lambda r, i: f"{ppls(r)[i]:.2f}" if r else "–"
         lines.append(
-            f"| {s} | {cell(rs['wanda'], 0)} | {cell(rs['sparsegpt'], 0)} | {cell(rs['default'], 0)} | "
-            f"{cell(rs['wanda'], 1)} / {cell(rs['sparsegpt'], 1)} / {cell(rs['default'], 1)} |"
+            f"| {s} | {cell(rs['wanda'], 0)} | {cell(rs['sparsegpt'], 0)} | {cell(rs['norefine'], 0)} | {cell(rs['default'], 0)} | "
+            f"{cell(rs['wanda'], 1)} / {cell(rs['sparsegpt'], 1)} / {cell(rs['norefine'], 1)} / {cell(rs['default'], 1)} |"
         )
     lines.append("")
 
@@ -133,14 +155,17 @@ def change(a, b):
 
 levers = [
     ("In-block order (exact, 1%): in order against one pass", "auto-sequential-{}", "auto-parallel-{}"),
-    ("Held-out dampings: the default against exact at 1% in order", "default-{}", "auto-sequential-{}"),
-    ("Row-sampled grid against the grid on every row", "default-{}", "default-fullgrid-{}"),
+    ("Held-out dampings: exact with them against exact at 1%, both in order", "norefine-{}", "auto-sequential-{}"),
+    ("Row-sampled grid against the grid on every row", "norefine-{}", "default-fullgrid-{}"),
     ("SparseGPT in order against in one pass", "sparsegpt-sequential-{}", "sparsegpt-{}"),
-    ("Exact update on Wanda's mask (the default) against the mask alone", "default-{}", "wanda-{}"),
+    ("Exact update (held-out dampings) on Wanda's mask against the mask alone", "norefine-{}", "wanda-{}"),
+    ("Exact update (held-out dampings) on the magnitude mask against the mask alone", "magnitude-default-{}", "magnitude-{}"),
     ("The default's update on SparseGPT's mask against SparseGPT's own", "sparsegpt-mask-default-{}", "sparsegpt-{}"),
     ("The dense objective (with the default's other levers) against the layer objective", "dense-objective-{}", "default-{}"),
-    ("Mask refinement (`--refine 60`) on the default", "refine-{}", "default-{}"),
-    ("128 × 512 calibration tokens against 32 × 256, the default", "default-{}-128x512", "default-{}"),
+    ("Mask refinement (the default, 50%) against none", "default-{}", "norefine-{}"),
+    ("Mask refinement (`--refine 60`, 2:4) against none (the default)", "refine-{}", "default-{}"),
+    ("Refinement's ADMM from the exact fit against from the masked weights", "default-{}", "refine-masked-{}"),
+    ("128 × 512 calibration tokens against 32 × 256, the default without refinement", "norefine-{}-128x512", "norefine-{}"),
     ("128 × 512 calibration tokens against 32 × 256, `--preset sparsegpt`", "sparsegpt-{}-128x512", "sparsegpt-{}"),
 ]
 found = []
@@ -162,57 +187,69 @@ def verdict(a, b, need):
     return f"{gains[0]:.1f}% / {gains[1]:.1f}% lower (Jargon / GNU): {'met' if met else 'not met'}"
 
 
+def fortunes_change(a, b):
+    ra, rb = load(a), load(b)
+    ha, hb = (r.get("calibration_held_out") if r else None for r in (ra, rb))
+    if not (ha and hb):
+        return "not measured yet"
+    return f"{hb['ppl']:.2f} → {ha['ppl']:.2f} ({100 * (1 - ha['ppl'] / hb['ppl']):+.1f}% lower)"
+
+
 lines += [
     "## Against the targets",
     "",
     f"- 50%: the default at least 10% below `--preset sparsegpt` on both texts: {verdict('default-0.5', 'sparsegpt-0.5', 10)}.",
-    f"- The same at 128 × 512 calibration tokens for both: {verdict('default-0.5-128x512', 'sparsegpt-0.5-128x512', 10)}.",
-    f"- 2:4 (issue 15's bar, 15%): {verdict('default-2of4', 'sparsegpt-2of4', 15)}.",
-    f"- Exact reconstruction never worse than its mask alone, Wanda's mask: 50% {verdict('default-0.5', 'wanda-0.5', 0)}; "
-    f"2:4 {verdict('default-2of4', 'wanda-2of4', 0)}.",
-    f"- The same on SparseGPT's mask (against SparseGPT's own update), 50%: {verdict('sparsegpt-mask-default-0.5', 'sparsegpt-0.5', 0)}.",
+    f"- The same at 128 × 512 calibration tokens, the default without refinement: {verdict('norefine-0.5-128x512', 'sparsegpt-0.5-128x512', 10)}.",
+    f"- 2:4 (issue 15's bar, 15%), the default: {verdict('default-2of4', 'sparsegpt-2of4', 15)}; with `--refine 60`: "
+    f"{verdict('refine-2of4', 'sparsegpt-2of4', 15)}.",
+    f"- Exact reconstruction (held-out dampings) never worse than its mask alone. Wanda's mask: 50% "
+    f"{verdict('norefine-0.5', 'wanda-0.5', 0)}; 2:4 {verdict('default-2of4', 'wanda-2of4', 0)}. Magnitude: 50% "
+    f"{verdict('magnitude-default-0.5', 'magnitude-0.5', 0)}; 2:4 {verdict('magnitude-default-2of4', 'magnitude-2of4', 0)}. "
+    f"SparseGPT's mask (against SparseGPT's own update): 50% {verdict('sparsegpt-mask-default-0.5', 'sparsegpt-0.5', 0)}; "
+    f"2:4 {verdict('sparsegpt-mask-default-2of4', 'sparsegpt-2of4', 0)}.",
     "",
-    "Not met at 50%. Each lever helps and they add up (the per-lever lines above), but together they bring 2–4% "
-    "over `--preset sparsegpt` on this model, at 32 × 256 and at 128 × 512 calibration tokens alike: at 8,192 "
-    "tokens the held-out choice moves most layers to 3–10% damping (1% overfits), at 65,536 most layers choose "
-    "1% again, and both pipelines gain 2–4% from the data. In-block order adds 0.2–1.6%. What is left at 50% "
-    "is the mask (issue 15): on Wanda's mask the exact fit is 7–13% better than the mask alone, yet SparseGPT's "
-    "mask with its own approximate update comes within 2–4% of it. The dense objective with held-out dampings, "
-    "`--preset optima-paper`, 2:4 in one pass and the sweep's 0.4 point are queued in `scripts/results.sh` and not run yet.",
-    "",
-    "Mask refinement (issue 15; the lines below the targets) lowers every layer-level error it can see, on the "
-    "fitted tokens and on the held-out calibration tokens alike, and the GNU text's perplexity with them, yet at "
-    "2:4 the Jargon File's perplexity rises: lower layer errors on fortunes do not carry over to every text. It "
-    "stays an option (`--refine K`), not the default, until a criterion on calibration data predicts both texts. "
-    "At 50% it helps on both texts and brings the default 10% below `--preset sparsegpt` on each (28.05 / 33.20 "
-    "against 31.18 / 37.06), in 593 s of pruning alone (the default: 194 s alone, docs/benchmarks.md): 3.1×.",
+    "How refinement was chosen, on held-out calibration text only (*fortunes*): at 50% the default without "
+    f"refinement against with it, {fortunes_change('default-0.5', 'norefine-0.5')}; at 2:4, "
+    f"{fortunes_change('refine-2of4', 'default-2of4')}.",
     "",
 ]
 
-# What mask refinement did, from its per-layer report against the default's.
-for suffix in ("0.5", "2of4"):
-    ref, base = load(f"refine-{suffix}"), load(f"default-{suffix}")
-    paths = [f"{OUT}/refine-{suffix}-layers.json", f"{OUT}/default-{suffix}-layers.json"]
+# What mask refinement did, from its per-layer report against the same run without it.
+for suffix, ref_tag, base_tag in (("0.5", "default-0.5", "norefine-0.5"), ("2of4", "refine-2of4", "default-2of4")):
+    ref, base = load(ref_tag), load(base_tag)
+    paths = [f"{OUT}/{ref_tag}-layers.json", f"{OUT}/{base_tag}-layers.json"]
     if not (ref and base and all(os.path.exists(p) for p in paths)):
         continue
     refined, plain = (json.load(open(p))["layers"] for p in paths)
     held = lambda layers: sum(l["held_out"]["error_update"] for l in layers if l.get("held_out")) / len(layers)
     records = [l["refinement"] for l in refined if l.get("refinement")]
-    drop = 100 * sum(1 - r["objective"] / max(r["objective_start"], 1e-300) for r in records) / max(len(records), 1)
+    if not records:
+        continue
+    def drop(start, after):
+        pairs = [(start(r), after(r)) for r in records if start(r) is not None]
+        return 100 * sum(1 - a / max(b, 1e-300) for b, a in pairs) / max(len(pairs), 1) if pairs else None
+    if records[0].get("held_out"):
+        d = drop(lambda r: r["held_out"]["start"] if r.get("held_out") else None, lambda r: r["held_out"]["refined"])
+        how = f"the held-out layer error on the grid's row sample {d:.1f}% lower than on Wanda's mask (mean over layers)"
+    else:
+        d = drop(lambda r: r.get("objective_start"), lambda r: r.get("objective"))
+        how = f"the layer objective on the fitted tokens {d:.1f}% lower than on Wanda's mask (mean over layers)"
     on_refined = sum(r["kept"] for r in records)
     (j0, g0), (j1, g1) = ppls(base), ppls(ref)
+    rs = ref["seconds"]
     lines += [
-        f"Mask refinement at {suffix.replace('of', ':')} (`--refine 60` on the default): the layer objective on the "
-        f"fitted tokens {drop:.1f}% lower than on Wanda's mask (mean over layers), {on_refined} of {len(records)} "
-        f"layers on the refined mask, mean held-out layer error {held(plain):.4f} → {held(refined):.4f}; perplexity "
-        f"Jargon {j0:.2f} → {j1:.2f}, GNU {g0:.2f} → {g1:.2f}; {ref['seconds']['pruning']:.0f} s of pruning against "
-        f"{base['seconds']['pruning']:.0f} s (runs on a machine shared at times; see docs/benchmarks.md for timings alone).",
+        f"Mask refinement at {suffix.replace('of', ':')} (`{ref_tag}` against `{base_tag}`): {how}, {on_refined} of "
+        f"{len(records)} layers on the refined mask, mean held-out layer error {held(plain):.4f} → {held(refined):.4f}; "
+        f"perplexity Jargon {j0:.2f} → {j1:.2f}, GNU {g0:.2f} → {g1:.2f}; {rs['pruning']:.0f} s of pruning "
+        f"({rs['mask']:.0f} s masks and refinement, {rs['solve']:.0f} s updates) against "
+        f"{base['seconds']['pruning']:.0f} s (both on a machine shared with other work; docs/benchmarks.md has "
+        "timings alone).",
         "",
     ]
 
-# What the held-out choice did, from the default's per-layer report.
-for suffix in ("0.5", "2of4"):
-    path = f"{OUT}/default-{suffix}-layers.json"
+# What the held-out choice did, from the per-layer report of the default without refinement.
+for suffix, tag in (("0.5", "norefine-0.5"), ("2of4", "default-2of4")):
+    path = f"{OUT}/{tag}-layers.json"
     if not os.path.exists(path):
         continue
     layers = json.load(open(path))["layers"]
@@ -222,7 +259,7 @@ for suffix in ("0.5", "2of4"):
     mask = sum(l["held_out"]["error_baseline"] for l in kept) / max(len(kept), 1)
     hist = ", ".join(f"{100 * d:g}%: {n}" for d, n in sorted(chosen.items()))
     lines += [
-        f"Held-out choice, default at {suffix.replace('of', ':')}: dampings chosen per layer ({hist}); "
+        f"Held-out choice, `{tag}`: dampings chosen per layer ({hist}); "
         f"{sum(l['update_kept'] for l in layers)} of {len(layers)} updates kept; mean held-out error "
         f"{up:.4f} with the update against {mask:.4f} with the mask alone.",
         "",

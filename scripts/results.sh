@@ -15,38 +15,47 @@ bin=./target/release/optima
 out=out/results
 mkdir -p "$out"
 texts=(--eval assets/jargon.txt.gz --eval assets/gnu-standards.txt.gz --start-char 7697 --start-char 10000
-  --windows 16 --window-len 512)
+  --windows 16 --window-len 512 --calib-eval-windows 16)
 for t in "assets/jargon.txt.gz 7697 dense" "assets/gnu-standards.txt.gz 10000 dense-gnu"; do
   read -r text start tag <<<"$t"
   [ -f "$out/$tag.json" ] || $bin perplexity --model "$model" --text "$text" --start-char "$start" \
     --windows 16 --window-len 512 --json > "$out/$tag.json"
 done
+# The dense model on the held-out calibration windows: a prune of no block, nothing pruned.
+[ -f "$out/dense-calib.json" ] || $bin prune --model "$model" --calib assets/fortunes --pattern 0.5 --preset wanda \
+  --max-blocks 0 --calib-eval-windows 16 --window-len 512 --json > "$out/dense-calib.json"
 # tag | flags (the default pipeline is no flags at all). Most informative first.
 runs=(
   "sparsegpt-0.5|--preset sparsegpt --pattern 0.5"
   "default-0.5|--pattern 0.5"
+  "norefine-0.5|--pattern 0.5 --refine 0"
   "wanda-0.5|--preset wanda --pattern 0.5"
-  "auto-sequential-0.5|--held-out 0 --pattern 0.5"
-  "auto-parallel-0.5|--in-block parallel --held-out 0 --pattern 0.5"
+  "refine-masked-0.5|--pattern 0.5 --refine-warm-start masked"
+  "auto-sequential-0.5|--held-out 0 --refine 0 --pattern 0.5"
+  "auto-parallel-0.5|--in-block parallel --held-out 0 --refine 0 --pattern 0.5"
   "sparsegpt-sequential-0.5|--preset sparsegpt --in-block sequential --pattern 0.5"
   "sparsegpt-2of4|--preset sparsegpt --pattern 2:4"
   "default-2of4|--pattern 2:4"
+  "refine-2of4|--pattern 2:4 --refine 60"
   "wanda-2of4|--preset wanda --pattern 2:4"
   "auto-sequential-2of4|--held-out 0 --pattern 2:4"
-  "refine-2of4|--pattern 2:4 --refine 60"
-  "refine-0.5|--pattern 0.5 --refine 60"
+  "magnitude-0.5|--pattern 0.5 --masker magnitude --solver none"
+  "magnitude-default-0.5|--pattern 0.5 --masker magnitude --refine 0"
+  "magnitude-2of4|--pattern 2:4 --masker magnitude --solver none"
+  "magnitude-default-2of4|--pattern 2:4 --masker magnitude"
+  "sparsegpt-mask-default-2of4|--pattern 2:4 --masker sparsegpt"
 )
 if [ "${1:-}" != quick ]; then
   for s in 0.7; do
-    runs+=("sparsegpt-$s|--preset sparsegpt --pattern $s" "default-$s|--pattern $s" "wanda-$s|--preset wanda --pattern $s")
+    runs+=("sparsegpt-$s|--preset sparsegpt --pattern $s" "norefine-$s|--pattern $s --refine 0" "wanda-$s|--preset wanda --pattern $s" "default-$s|--pattern $s")
   done
   runs+=(
-    "default-0.5-128x512|--pattern 0.5 --calib-seqs 128 --seq-len 512"
+    "norefine-0.5-128x512|--pattern 0.5 --refine 0 --calib-seqs 128 --seq-len 512"
     "sparsegpt-0.5-128x512|--preset sparsegpt --pattern 0.5 --calib-seqs 128 --seq-len 512"
-    "sparsegpt-mask-default-0.5|--masker sparsegpt --pattern 0.5"
+    "sparsegpt-mask-default-0.5|--masker sparsegpt --refine 0 --pattern 0.5"
   )
   for s in 0.6 0.3; do
-    runs+=("sparsegpt-$s|--preset sparsegpt --pattern $s" "default-$s|--pattern $s" "wanda-$s|--preset wanda --pattern $s")
+    runs+=("sparsegpt-$s|--preset sparsegpt --pattern $s" "norefine-$s|--pattern $s --refine 0" "wanda-$s|--preset wanda --pattern $s" "default-$s|--pattern $s")
   done
   runs+=(
     "auto-parallel-2of4|--in-block parallel --held-out 0 --pattern 2:4"
@@ -54,7 +63,7 @@ if [ "${1:-}" != quick ]; then
     "dense-objective-0.5|--objective dense --pattern 0.5"
   )
   for s in 0.4; do
-    runs+=("sparsegpt-$s|--preset sparsegpt --pattern $s" "default-$s|--pattern $s" "wanda-$s|--preset wanda --pattern $s")
+    runs+=("sparsegpt-$s|--preset sparsegpt --pattern $s" "norefine-$s|--pattern $s --refine 0" "wanda-$s|--preset wanda --pattern $s" "default-$s|--pattern $s")
   done
 fi
 for run in "${runs[@]}"; do

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use clap::Args;
 use optima::backend::Device;
+use optima::mask::WarmStart;
 use optima::memory::Bytes;
 use optima::solve::SolverSpec;
 use optima::{OptimaError, Parallelism, SparsityPattern};
@@ -79,6 +80,10 @@ pub struct PruneArgs {
     /// [default: 0.1].
     #[arg(long)]
     refine_rho: Option<f64>,
+    /// Where --refine starts ADMM: `exact` (the exact fit on the masker's mask) or `masked` (the
+    /// masked weights, one solve per layer less) [default: exact].
+    #[arg(long, value_name = "exact|masked")]
+    refine_warm_start: Option<String>,
     /// Calibration sequences.
     #[arg(long, default_value_t = 32)]
     calib_seqs: usize,
@@ -433,6 +438,23 @@ fn resolve(args: &PruneArgs, par: Parallelism) -> optima::Result<Recipe> {
             None => return Err(OptimaError::InvalidSetting("--refine-rho needs --refine K".into())),
         },
         (None, None) => {}
+    }
+    if let Some(warm) = args.refine_warm_start.as_deref() {
+        let warm = match warm {
+            "exact" => WarmStart::ExactSolution,
+            "masked" => WarmStart::MaskedWeights,
+            other => {
+                return Err(OptimaError::InvalidSetting(format!(
+                    "--refine-warm-start {other:?}: choose exact or masked"
+                )));
+            }
+        };
+        match recipe.refine.take() {
+            Some(settings) => recipe.refine = Some(settings.warm_start(warm)),
+            None => {
+                return Err(OptimaError::InvalidSetting("--refine-warm-start needs refinement (--refine K)".into()));
+            }
+        }
     }
     if let Some(refine) = &recipe.refine {
         refine.check()?;

@@ -13,9 +13,7 @@ use super::settings::{MaskerChoice, PruneSettings};
 use optima::backend::Parallelism;
 use optima::error::{OptimaError, Result};
 use optima::hessian::dense_target;
-use optima::mask::{
-    MagnitudeMasker, MaskRefiner, Masker, Proposal, Refinement, SparseGptMasker, WandaMasker, WarmStart,
-};
+use optima::mask::{MagnitudeMasker, MaskRefiner, Masker, Proposal, Refinement, SparseGptMasker, WandaMasker};
 use optima::memory::Bytes;
 use optima::problem::{Hessian, LayerProblem, Mask, RowStatus, SolveReport};
 use optima::solve::{QpSolver, RowChunked, SolverSpec, SparseGptSettings, evaluate};
@@ -75,13 +73,9 @@ pub(crate) fn prune_layer(
         (Some(refine), Some(solver)) => {
             let refiner = MaskRefiner::new(refine.parallelism(par), solver.clone())?;
             Some(match fit.held_out {
-                Some(_) => Refined::Proposed(refiner.propose(
-                    weight.view(),
-                    &fit.hessian,
-                    &settings.pattern,
-                    &start_mask,
-                    WarmStart::ExactSolution,
-                )?),
+                Some(_) => {
+                    Refined::Proposed(refiner.propose(weight.view(), &fit.hessian, &settings.pattern, &start_mask)?)
+                }
                 None => Refined::Certified(Box::new(refiner.refine(
                     weight.view(),
                     &fit.hessian,

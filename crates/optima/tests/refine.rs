@@ -12,7 +12,12 @@ use optima::prelude::*;
 use proptest::prelude::*;
 
 fn refiner(iterations: usize) -> MaskRefiner {
-    let settings = RefineSettings::default().iterations(iterations).parallelism(Parallelism::Sequential);
+    refiner_from(iterations, WarmStart::ExactSolution)
+}
+
+fn refiner_from(iterations: usize, warm: WarmStart) -> MaskRefiner {
+    let settings =
+        RefineSettings::default().iterations(iterations).warm_start(warm).parallelism(Parallelism::Sequential);
     let solver = DirectSolver::new(DirectSettings::default().parallelism(Parallelism::Sequential));
     MaskRefiner::new(settings, Arc::new(solver)).unwrap()
 }
@@ -108,11 +113,12 @@ fn a_proposed_support_satisfies_the_pattern_and_beats_the_start_on_enumerable_la
         let h = hessian.matrix().to_owned();
         let start = WandaMasker.select(weight.view(), &hessian, &pattern).unwrap();
         let proposal =
-            refiner(60).propose(weight.view(), &hessian, &pattern, &start, WarmStart::MaskedWeights).unwrap();
+            refiner_from(60, WarmStart::MaskedWeights).propose(weight.view(), &hessian, &pattern, &start).unwrap();
         proposal.mask.validate(&pattern).unwrap();
         // From the exact solution, ADMM runs as `refine`'s does: every row `refine` moved is on
         // the proposal's support.
-        let exact = refiner(60).propose(weight.view(), &hessian, &pattern, &start, WarmStart::ExactSolution).unwrap();
+        let exact =
+            refiner_from(60, WarmStart::ExactSolution).propose(weight.view(), &hessian, &pattern, &start).unwrap();
         let refined = refiner(60).refine(weight.view(), &hessian, &pattern, &start).unwrap();
         for i in (0..m).filter(|&i| refined.mask.pruned_indices(i) != start.pruned_indices(i)) {
             assert_eq!(refined.mask.pruned_indices(i), exact.mask.pruned_indices(i), "row {i}");
@@ -135,7 +141,7 @@ fn a_proposed_support_satisfies_the_pattern_and_beats_the_start_on_enumerable_la
     let pattern: SparsityPattern = "2:4".parse().unwrap();
     let start = WandaMasker.select(weight.view(), &hessian, &pattern).unwrap();
     for warm in [WarmStart::MaskedWeights, WarmStart::ExactSolution] {
-        let proposal = refiner(60).propose(weight.view(), &hessian, &pattern, &start, warm).unwrap();
+        let proposal = refiner_from(60, warm).propose(weight.view(), &hessian, &pattern, &start).unwrap();
         assert_eq!(proposal.mask, start);
         assert_eq!(proposal.rows_changed, 0);
     }
@@ -148,11 +154,15 @@ fn bad_starting_masks_and_settings_are_refused() {
     let pattern: SparsityPattern = "2:4".parse().unwrap();
     let wrong_pattern = Mask::from_fn(4, 8, |_, j| j == 0);
     assert!(refiner(5).refine(weight.view(), &hessian, &pattern, &wrong_pattern).is_err());
-    assert!(refiner(5).propose(weight.view(), &hessian, &pattern, &wrong_pattern, WarmStart::MaskedWeights).is_err());
+    assert!(
+        refiner_from(5, WarmStart::MaskedWeights).propose(weight.view(), &hessian, &pattern, &wrong_pattern).is_err()
+    );
     let wrong_shape = WandaMasker.select(weight.view(), &hessian, &pattern).unwrap();
     let narrow = weight.slice(ndarray::s![..3, ..]).to_owned();
     assert!(refiner(5).refine(narrow.view(), &hessian, &pattern, &wrong_shape).is_err());
-    assert!(refiner(5).propose(narrow.view(), &hessian, &pattern, &wrong_shape, WarmStart::ExactSolution).is_err());
+    assert!(
+        refiner_from(5, WarmStart::ExactSolution).propose(narrow.view(), &hessian, &pattern, &wrong_shape).is_err()
+    );
     let solver = Arc::new(DirectSolver::default());
     assert!(MaskRefiner::new(RefineSettings::default().rho_start(0.0), solver.clone()).is_err());
     assert!(MaskRefiner::new(RefineSettings::default().rho_growth(f64::NAN), solver).is_err());

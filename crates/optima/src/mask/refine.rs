@@ -24,6 +24,20 @@ use crate::error::{OptimaError, Result};
 use crate::problem::{Hessian, LayerProblem, Mask, SolveReport, SparsityPattern};
 use crate::solve::{QpSolver, evaluate};
 
+/// Where [`MaskRefiner::propose`] starts ADMM's `z`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
+#[non_exhaustive]
+pub enum WarmStart {
+    /// The exact solution on the starting mask (one solve by the refiner's solver): ADMM settles on
+    /// a support near the exact fit. What [`MaskRefiner::refine`] does, and what measured best
+    /// end to end (docs/results.md).
+    ExactSolution,
+    /// The masked weights: no solve at all.
+    MaskedWeights,
+}
+
 /// Settings of [`MaskRefiner`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -39,6 +53,9 @@ pub struct RefineSettings {
     pub grow_every: usize,
     /// ADMM stops early once its support has not changed for this many iterations.
     pub stable_iterations: usize,
+    /// Where [`MaskRefiner::propose`] starts ADMM ([`MaskRefiner::refine`] always starts from the
+    /// exact solution, which it needs for its per-row choice anyway).
+    pub warm_start: WarmStart,
     /// Threads.
     pub parallelism: Parallelism,
 }
@@ -51,6 +68,7 @@ impl Default for RefineSettings {
             rho_growth: 1.5,
             grow_every: 5,
             stable_iterations: 9,
+            warm_start: WarmStart::ExactSolution,
             parallelism: Parallelism::AllCores,
         }
     }
@@ -92,6 +110,12 @@ impl RefineSettings {
         self
     }
 
+    /// Sets where [`MaskRefiner::propose`] starts ADMM (default: the exact solution).
+    pub fn warm_start(mut self, warm_start: WarmStart) -> Self {
+        self.warm_start = warm_start;
+        self
+    }
+
     /// Sets the threads (default: all cores).
     pub fn parallelism(mut self, parallelism: Parallelism) -> Self {
         self.parallelism = parallelism;
@@ -128,18 +152,6 @@ pub struct RefinementSummary {
     pub iterations: usize,
     /// Wall time, seconds (ADMM and both exact solves).
     pub seconds: f64,
-}
-
-/// Where [`MaskRefiner::propose`] starts ADMM's `z`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum WarmStart {
-    /// The exact solution on the starting mask (one solve by the refiner's solver): ADMM settles on
-    /// a support near the exact fit. What [`MaskRefiner::refine`] does, and what measured best
-    /// end to end (docs/results.md).
-    ExactSolution,
-    /// The masked weights: no solve at all.
-    MaskedWeights,
 }
 
 /// A support proposed by ADMM, not yet solved ([`MaskRefiner::propose`]).
@@ -182,8 +194,8 @@ impl MaskRefiner {
         &self.settings
     }
 
-    /// ADMM's support from `start` (a mask of `weight` that satisfies `pattern`), with the support
-    /// itself not solved: for a caller that judges the two supports itself (the pipeline does, on
+    /// ADMM's support from `start` (a mask of `weight` that satisfies `pattern`), started as
+    /// [`RefineSettings::warm_start`] says, with the support itself not solved: for a caller that judges the two supports itself (the pipeline does, on
     /// held-out tokens). [`MaskRefiner::refine`] is the certified path.
     pub fn propose(
         &self,
@@ -191,11 +203,10 @@ impl MaskRefiner {
         hessian: &Hessian,
         pattern: &SparsityPattern,
         start: &Mask,
-        warm_start: WarmStart,
     ) -> Result<Proposal> {
         let t = Instant::now();
         self.check_start(weight, hessian, pattern, start)?;
-        let start_weight = match warm_start {
+        let start_weight = match self.settings.warm_start {
             WarmStart::ExactSolution => {
                 let problem = LayerProblem::new(weight.to_owned(), hessian.clone(), start.clone())?;
                 self.solver.solve(&problem, None)?.weight
