@@ -50,10 +50,9 @@ struct Case {
     scores: Vec<Array2<f64>>,
     stats: Vec<LayerStats>,
     scope: RatioScope,
-    ratio: f64,
 }
 
-fn case(shapes: &[(usize, usize)], seed: u64, per_layer: bool, ratio: f64) -> Case {
+fn case(shapes: &[(usize, usize)], seed: u64, per_layer: bool) -> Case {
     let scope = if per_layer { RatioScope::PerLayer } else { RatioScope::PerRow };
     let scores: Vec<Array2<f64>> =
         shapes.iter().enumerate().map(|(l, &(m, n))| scores(m, n, seed * 31 + l as u64)).collect();
@@ -64,7 +63,7 @@ fn case(shapes: &[(usize, usize)], seed: u64, per_layer: bool, ratio: f64) -> Ca
             LayerStats::from_scores(s.view(), scope, d).unwrap()
         })
         .collect();
-    Case { scores, stats, scope, ratio }
+    Case { scores, stats, scope }
 }
 
 fn method() -> impl Strategy<Value = AllocationMethod> {
@@ -84,7 +83,7 @@ proptest! {
         lambda in 0.0f64..0.5,
         method in method(),
     ) {
-        let c = case(&shapes, seed, per_layer, ratio);
+        let c = case(&shapes, seed, per_layer);
         let settings = AllocationSettings::default().method(method).max_deviation(deviation).owl_lambda(lambda);
         let a = allocate(&pattern(ratio, c.scope), &c.stats, &settings).unwrap();
         let uniform: usize = shapes.iter().map(|&(m, n)| uniform_count(ratio, c.scope, m, n)).sum();
@@ -140,7 +139,7 @@ proptest! {
         ratio in 0.0f64..0.9,
         deviation in 0.0f64..0.7,
     ) {
-        let c = case(&shapes, seed, per_layer, ratio);
+        let c = case(&shapes, seed, per_layer);
         let settings = AllocationSettings::default().method(AllocationMethod::Equalized).max_deviation(deviation);
         let a = allocate(&pattern(ratio, c.scope), &c.stats, &settings).unwrap();
         let (units, steps): (Vec<usize>, Vec<usize>) = shapes

@@ -25,7 +25,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::{OptimaError, Result};
-use crate::problem::{RatioScope, SparsityPattern, pruned_count};
+use crate::problem::{SparsityPattern, pruned_count};
 use repair::{Frame, exact_counts};
 pub use stats::{LayerStats, outlier_ratio};
 
@@ -235,7 +235,7 @@ fn ratio_for(ratio: f64, frame: &Frame, k: u64) -> Result<f64> {
     }
     let steps = frame.steps as usize;
     // `k / steps`, or the next float above it where the product rounds below `k`.
-    std::iter::successors(Some(k as f64 / frame.steps as f64), |r| Some(r.next_up()))
+    std::iter::successors(Some(k as f64 / frame.steps as f64), |r| Some(f64::from_bits(r.to_bits() + 1)))
         .take(8)
         .find(|&r| r < 1.0 && pruned_count(r, steps) == k as usize)
         .ok_or_else(|| OptimaError::Internal(format!("no ratio prunes {k} of {steps} units")))
@@ -359,6 +359,7 @@ fn equalized(layers: &[LayerStats], frames: &[Frame]) -> Result<(Vec<f64>, Vec<u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::problem::RatioScope;
 
     #[test]
     fn ratios_reproduce_their_counts() {
