@@ -44,6 +44,11 @@ impl PruneBar {
             PruneEvent::Resumed { first_block, blocks, checkpoint } => {
                 self.0.println(format!("resuming after block {first_block} of {blocks} from {}", checkpoint.display()));
             }
+            PruneEvent::AllocationBlock { block, blocks } => {
+                self.0.set_length(blocks as u64);
+                self.0.set_position(block as u64);
+                self.0.set_message("allocation: dense pass");
+            }
             PruneEvent::BlockStarted { block, blocks } => {
                 self.0.set_length(blocks as u64);
                 self.0.set_position(block as u64);

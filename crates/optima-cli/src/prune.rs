@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
+use optima::allocation::{AllocationMethod, AllocationSettings};
 use optima::backend::Device;
 use optima::mask::WarmStart;
 use optima::memory::Bytes;
@@ -84,6 +85,20 @@ pub struct PruneArgs {
     /// masked weights, one solve per layer less) [default: exact].
     #[arg(long, value_name = "exact|masked")]
     refine_warm_start: Option<String>,
+    /// How the pattern's sparsity is allotted across layers, at exactly the uniform pattern's
+    /// pruned count: uniform, owl (layers of blocks with more outlier scores pruned less) or
+    /// equalized (equal marginal diagonal error per pruned weight); unstructured patterns only.
+    #[arg(long, default_value = "uniform")]
+    allocation: AllocationMethod,
+    /// OWL's λ: ratios spread over ±λ around the pattern's [default: 0.08].
+    #[arg(long)]
+    owl_lambda: Option<f64>,
+    /// OWL's M: a score is an outlier above M times its block's mean [default: 5].
+    #[arg(long)]
+    owl_threshold: Option<f64>,
+    /// No layer's allotted ratio strays further than this from the pattern's [default: 0.1].
+    #[arg(long)]
+    allocation_max_deviation: Option<f64>,
     /// Calibration sequences.
     #[arg(long, default_value_t = 32)]
     calib_seqs: usize,
@@ -173,6 +188,7 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         let _ = rayon::ThreadPoolBuilder::new().num_threads(args.threads).build_global();
     }
     let recipe = resolve(&args, par)?;
+    let allocation = allocation_settings(&args)?;
     let update = recipe.update.clone();
     if let Some(dir) = &args.save_problems {
         std::fs::create_dir_all(dir).map_err(|source| OptimaError::Io { path: dir.clone(), source })?;
@@ -223,6 +239,7 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         max_blocks: args.max_blocks,
         memory_budget: None,
         save_problems: args.save_problems.clone(),
+        allocation,
     };
     // The budget covers the whole process: the file as mapped and its f32 weights come first.
     let file_bytes = loaded.source.mapped_bytes();
@@ -312,6 +329,9 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         "held_out": recipe.held_out,
         "refine": recipe.refine,
         "refinement": refinement_summary(&report.layers),
+        "allocation": allocation,
+        "allocation_record": report.allocation,
+        "global_sparsity": report.global_sparsity(),
         "dampings_chosen": dampings_chosen(&report.layers),
         "updates_kept": report.layers.iter().filter(|l| l.update_kept).count(),
         "device": args.device.to_string(),
@@ -384,6 +404,28 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The allocation's settings from the flags, checked before the model is read.
+fn allocation_settings(args: &PruneArgs) -> optima::Result<AllocationSettings> {
+    let mut settings = AllocationSettings::default().method(args.allocation);
+    if let Some(lambda) = args.owl_lambda {
+        settings = settings.owl_lambda(lambda);
+    }
+    if let Some(threshold) = args.owl_threshold {
+        settings = settings.owl_outlier_threshold(threshold);
+    }
+    if let Some(deviation) = args.allocation_max_deviation {
+        settings = settings.max_deviation(deviation);
+    }
+    settings.check()?;
+    if !settings.is_uniform() && matches!(args.pattern, SparsityPattern::NM { .. }) {
+        return Err(OptimaError::InvalidSetting(format!(
+            "--allocation {} varies unstructured ratios across layers; {} stays the same in every layer",
+            settings.method, args.pattern
+        )));
+    }
+    Ok(settings)
 }
 
 /// The run's recipe: the preset's (or the default pipeline's), with every flag given explicitly in

@@ -15,7 +15,7 @@ use optima::error::{OptimaError, Result};
 use optima::hessian::dense_target;
 use optima::mask::{MagnitudeMasker, MaskRefiner, Masker, Proposal, Refinement, SparseGptMasker, WandaMasker};
 use optima::memory::Bytes;
-use optima::problem::{Hessian, LayerProblem, Mask, RowStatus, SolveReport};
+use optima::problem::{Hessian, LayerProblem, Mask, RowStatus, SolveReport, SparsityPattern};
 use optima::solve::{QpSolver, RowChunked, SolverSpec, SparseGptSettings, evaluate};
 
 /// How one layer's weights are updated: the run's solver (none for mask-only) and the memory the
@@ -35,6 +35,9 @@ pub(crate) struct LayerFit<'a> {
     pub(crate) cross: Option<&'a Array2<f64>>,
     /// Held-out statistics, when the damping is chosen on held-out tokens.
     pub(crate) held_out: Option<&'a HeldOut>,
+    /// The layer's pattern: the run's, at the layer's allotted ratio under a non-uniform
+    /// allocation.
+    pub(crate) pattern: SparsityPattern,
 }
 
 /// What the layer's update fits at `hessian`'s damping: `W`, or the dense target.
@@ -58,11 +61,11 @@ pub(crate) fn prune_layer(
     let t = Instant::now();
     let weight = target(&fit, &fit.hessian, par)?;
     let (start_mask, masker_weights): (Mask, Option<Array2<f64>>) = match settings.masker {
-        MaskerChoice::Magnitude => (MagnitudeMasker.select(weight.view(), &fit.hessian, &settings.pattern)?, None),
-        MaskerChoice::Wanda => (WandaMasker.select(weight.view(), &fit.hessian, &settings.pattern)?, None),
+        MaskerChoice::Magnitude => (MagnitudeMasker.select(weight.view(), &fit.hessian, &fit.pattern)?, None),
+        MaskerChoice::Wanda => (WandaMasker.select(weight.view(), &fit.hessian, &fit.pattern)?, None),
         MaskerChoice::SparseGpt => {
             let masker = SparseGptMasker::new(SparseGptSettings::default().parallelism(par));
-            let (mask, updated) = masker.select_and_update(weight.view(), &fit.hessian, &settings.pattern)?;
+            let (mask, updated) = masker.select_and_update(weight.view(), &fit.hessian, &fit.pattern)?;
             (mask, Some(updated))
         }
     };
@@ -74,12 +77,12 @@ pub(crate) fn prune_layer(
             let refiner = MaskRefiner::new(refine.parallelism(par), solver.clone())?;
             Some(match fit.held_out {
                 Some(_) => {
-                    Refined::Proposed(refiner.propose(weight.view(), &fit.hessian, &settings.pattern, &start_mask)?)
+                    Refined::Proposed(refiner.propose(weight.view(), &fit.hessian, &fit.pattern, &start_mask)?)
                 }
                 None => Refined::Certified(Box::new(refiner.refine(
                     weight.view(),
                     &fit.hessian,
-                    &settings.pattern,
+                    &fit.pattern,
                     &start_mask,
                 )?)),
             })
@@ -203,6 +206,7 @@ pub(crate) fn prune_layer(
     Ok(LayerRecord {
         block,
         layer: kind,
+        ratio: fit.pattern.sparsity(),
         rows: m,
         cols: problem.cols(),
         sparsity: final_problem.mask().sparsity(),
@@ -304,7 +308,13 @@ fn choose_damping(
     let sample_of =
         |mask: &Mask| Mask::from_fn(rows.len(), mask.cols(), |i, j| rows.get(i).is_some_and(|&r| mask.is_pruned(r, j)));
     let sample_mask = sample_of(problem.mask());
-    let sample_fit = LayerFit { weight: sample_weight, hessian: fit.hessian.clone(), cross: fit.cross, held_out: None };
+    let sample_fit = LayerFit {
+        weight: sample_weight,
+        hessian: fit.hessian.clone(),
+        cross: fit.cross,
+        held_out: None,
+        pattern: fit.pattern,
+    };
     let sample_scorer = held_out.scorer(sample_fit.weight.view(), par)?;
     let mut best: Option<(f64, Hessian, Array2<f64>, SolveReport)> = None;
     for &damping in grid {
@@ -368,6 +378,7 @@ mod tests {
             max_blocks: None,
             memory_budget: None,
             save_problems: None,
+            allocation: optima::allocation::AllocationSettings::default(),
         }
     }
 
@@ -396,6 +407,7 @@ mod tests {
             hessian: Hessian::new(train, settings.percdamp).unwrap(),
             cross: None,
             held_out: held.as_ref(),
+            pattern: settings.pattern,
         };
         let mut out = Array2::<f32>::zeros((rows, 12));
         let update = LayerUpdate { solver: Some(Arc::from(solver)), budget: None };

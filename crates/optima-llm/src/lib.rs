@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 mod activations;
+pub mod allocation;
 pub mod calibration;
 pub mod checkpoint;
 pub mod gguf;

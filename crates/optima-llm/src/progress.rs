@@ -18,6 +18,13 @@ pub enum PruneEvent<'a> {
         /// The checkpoint folder.
         checkpoint: &'a Path,
     },
+    /// The sparsity allocation's dense pass reached block `block` (of `blocks`).
+    AllocationBlock {
+        /// The block.
+        block: usize,
+        /// Blocks the run prunes in all.
+        blocks: usize,
+    },
     /// Block `block` (of `blocks`) starts: calibration forward pass and Hessians.
     BlockStarted {
         /// The block.

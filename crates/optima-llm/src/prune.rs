@@ -10,6 +10,7 @@ use ndarray::Array2;
 use serde::Serialize;
 
 use super::activations::ActivationStore;
+use super::allocation::Allotment;
 use super::checkpoint::Checkpoint;
 use super::held_out::{HeldOut, HeldOutAccumulator};
 use super::layer::{LayerFit, LayerUpdate, prune_layer};
@@ -164,6 +165,7 @@ pub fn prune_model_resumable(
         }
         refine.check()?;
     }
+    super::allocation::check(settings)?;
     let start = Instant::now();
     let par = settings.parallelism;
     let mut report = PruneReport { calibration_tokens: calibration.iter().map(Vec::len).sum(), ..Default::default() };
@@ -187,6 +189,15 @@ pub fn prune_model_resumable(
             "the dense objective shapes the weight update; with no update (--solver none) it has nothing to fit".into(),
         ));
     }
+    // A non-uniform allocation's dense pass, on the dense model (before a resume replaces its
+    // weights), within the plan: one block's stream and one layer's scores at a time, less than
+    // the pruning pass holds.
+    let allocation_spill = |tag: &str, b: usize| {
+        plan.activations_on_disk
+            .then(|| std::env::temp_dir().join(format!("optima-{tag}-{}-{run}-{b}", std::process::id())))
+    };
+    let allotment = super::allocation::allot(model, calibration, settings, blocks, &allocation_spill, &mut progress)?;
+    report.allocation = allotment.as_ref().map(|a| a.record.clone());
     // The dense model's inputs to the first block this run prunes, from the dense weights (before
     // a resume replaces them): the checkpoint keeps only the pruned inputs.
     let mut dense_inputs = if dense {
@@ -289,6 +300,7 @@ pub fn prune_model_resumable(
                         model,
                         &layers,
                         settings,
+                        allotment.as_ref(),
                         &solver,
                         &memory,
                         activations_memory,
@@ -345,6 +357,7 @@ fn prune_stage(
     model: &mut LlamaModel,
     layers: &Calibrated,
     settings: &PruneSettings,
+    allotment: Option<&Allotment>,
     solver: &Option<Arc<dyn QpSolver + Send + Sync>>,
     memory: &BlockMemory,
     activations_memory: Bytes,
@@ -365,6 +378,10 @@ fn prune_stage(
             hessian: layers.hessian.clone(),
             cross: layers.cross.as_ref(),
             held_out: layers.held_out.as_ref(),
+            pattern: match allotment {
+                Some(a) => a.pattern(b, kind)?,
+                None => settings.pattern,
+            },
         };
         let update = LayerUpdate { solver: solver.clone(), budget: solve_budget };
         let record = prune_layer(b, kind, fit, settings, update, block.weight_mut(kind))

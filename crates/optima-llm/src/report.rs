@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::allocation::AllocationRecord;
 use crate::held_out::HeldOutRecord;
 use crate::llama::LinearKind;
 
@@ -16,6 +17,10 @@ pub struct LayerRecord {
     pub rows: usize,
     /// Inputs.
     pub cols: usize,
+    /// The pattern's sparsity this layer was pruned at: its allotted unstructured ratio under a
+    /// non-uniform allocation, else the run's pattern's (0 in checkpoints from before allocation).
+    #[serde(default)]
+    pub ratio: f64,
     /// Fraction of weights pruned.
     pub sparsity: f64,
     /// `E` with the mask alone.
@@ -110,4 +115,15 @@ pub struct PruneReport {
     pub mean_error_before: f64,
     /// Mean `E` over layers after the update.
     pub mean_error_after: f64,
+    /// How the sparsity was allotted across layers, under a non-uniform allocation.
+    pub allocation: Option<AllocationRecord>,
+}
+
+impl PruneReport {
+    /// The fraction of all pruned layers' weights that are pruned.
+    pub fn global_sparsity(&self) -> f64 {
+        let weights: usize = self.layers.iter().map(|l| l.rows * l.cols).sum();
+        let pruned: f64 = self.layers.iter().map(|l| l.sparsity * (l.rows * l.cols) as f64).sum();
+        pruned / weights.max(1) as f64
+    }
 }

@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
+use optima::allocation::AllocationSettings;
 use optima::backend::Device;
 use optima::backend::Parallelism;
 use optima::error::{OptimaError, Result};
@@ -126,6 +127,10 @@ pub struct PruneSettings {
     /// calibration activations spill to disk and solves run in row chunks as needed; a run that
     /// cannot fit fails before any work with [`OptimaError::MemoryBudget`].
     pub memory_budget: Option<Bytes>,
+    /// How the pattern's sparsity is allotted across layers (unstructured patterns only; N:M
+    /// stays uniform): uniform by default, or by OWL's outlier ratios or the equalized diagonal
+    /// error, at exactly the uniform pattern's pruned count (docs/math.md, "Sparsity allocation").
+    pub allocation: AllocationSettings,
     /// Write every layer's problem (weights, undamped Hessian, mask) to
     /// `DIR/blk.B.KIND.safetensors` before it is solved, for `optima solve` and `optima bench`.
     pub save_problems: Option<std::path::PathBuf>,

@@ -11,6 +11,7 @@ use std::time::Instant;
 use ndarray::{Array2, ArrayView2};
 
 use super::activations::{ActivationStore, ActivationWriter};
+use super::allocation::Diagonal;
 use super::held_out::{HeldOutAccumulator, HeldOutSelection};
 use super::llama::{LinearInput, LlamaBlock, LlamaConfig};
 use optima::error::{OptimaError, Result};
@@ -125,6 +126,8 @@ pub(crate) enum StageAccumulator {
     Layer(DeviceHessianAccumulator),
     /// `H` and `C = X_pᵀX_d/N`, on the CPU.
     Dense(CrossAccumulator),
+    /// The diagonal of `H` alone (the allocation's dense pass).
+    Diagonal(Diagonal),
 }
 
 impl StageAccumulator {
@@ -133,6 +136,7 @@ impl StageAccumulator {
             (Self::Layer(acc), _) => acc.add_batch(pruned),
             (Self::Dense(acc), Some(dense)) => acc.add_batch(pruned, dense),
             (Self::Dense(_), None) => Err(OptimaError::Internal("the dense objective needs the dense stream".into())),
+            (Self::Diagonal(acc), _) => acc.add(pruned),
         }
     }
 
@@ -141,6 +145,15 @@ impl StageAccumulator {
         match self {
             Self::Layer(acc) => Ok((acc.finish(percdamp)?, None)),
             Self::Dense(acc) => acc.finish(percdamp).map(|(h, c)| (h, Some(c))),
+            Self::Diagonal(_) => Err(OptimaError::Internal("a diagonal accumulator has no Hessian".into())),
+        }
+    }
+
+    /// The diagonal `diag(XᵀX)/N` of a [`StageAccumulator::Diagonal`].
+    pub(crate) fn finish_diagonal(self) -> Result<Vec<f64>> {
+        match self {
+            Self::Diagonal(acc) => acc.finish(),
+            _ => Err(OptimaError::Internal("only a diagonal accumulator finishes to a diagonal".into())),
         }
     }
 }

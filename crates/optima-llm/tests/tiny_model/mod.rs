@@ -88,6 +88,7 @@ pub fn settings(pattern: &str, masker: MaskerChoice, update: &str) -> PruneSetti
         max_blocks: None,
         memory_budget: None,
         save_problems: None,
+        allocation: optima::allocation::AllocationSettings::default(),
     }
 }
 
