@@ -2,7 +2,7 @@
 # The main job: prune SmolLM2-135M (GGUF) to 50% unstructured sparsity with the published recipes
 # (Wanda, SparseGPT, run by the same code) and with optima's default pipeline, and compare
 # perplexity against the dense model on two texts no setting was chosen on: the Jargon File and
-# the GNU Coding Standards. Fetches the assets if missing. About 15 minutes on 2 cores.
+# the GNU Coding Standards. Fetches the assets if missing. About 20 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=assets/SmolLM2-135M-Instruct.Q4_1.gguf

@@ -31,8 +31,9 @@ if python3 -c "
 import json, sys
 r = json.loads(sys.argv[1])
 ok = r['held_out']['every'] == 8 and r['in_block'] == 'sequential' and sum(r['dampings_chosen'].values()) == r['updates_kept']
+ok = ok and r['refine'] is not None and r['refinement']['layers'] == 7
 sys.exit(0 if ok and r['mean_error_after'] <= r['mean_error_before'] else 1)" "$summary"; then
-  echo "smoke: the default pipeline (in order, held-out dampings) on block 0: ok"; passed=$((passed + 1))
+  echo "smoke: the default pipeline (in order, held-out dampings, refined masks) on block 0: ok"; passed=$((passed + 1))
 else
   echo "smoke: the default pipeline on one block: FAILED ($summary)"; failed=$((failed + 1))
 fi
