@@ -356,12 +356,18 @@ fn prune_and_convert_write_hugging_face_folders_and_q8_0() {
         "2",
         "--window-len",
         "16",
+        "--calib-eval-windows",
+        "3",
         "--out",
         &s(&out),
         "--json",
     ]);
     ok(&r);
     let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    // The held-out calibration windows are scored: 3 windows of 16 tokens, 15 scored in each.
+    let held = &v["calibration_held_out"];
+    assert_eq!((held["windows"].as_u64(), held["tokens_scored"].as_u64()), (Some(3), Some(45)), "{held}");
+    assert!(held["ppl"].as_f64().is_some_and(|p| p.is_finite() && p > 1.0));
     check_pattern(&load_model(&out).unwrap().model, &"2:4".parse().unwrap());
     assert_eq!(v["perplexity"]["ppl"], perplexity_json(&out, &text)["ppl"]);
     assert!(!dir.path().join("pruned-hf.checkpoint").exists());
