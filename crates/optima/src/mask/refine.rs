@@ -195,8 +195,9 @@ impl MaskRefiner {
     }
 
     /// ADMM's support from `start` (a mask of `weight` that satisfies `pattern`), started as
-    /// [`RefineSettings::warm_start`] says, with the support itself not solved: for a caller that judges the two supports itself (the pipeline does, on
-    /// held-out tokens). [`MaskRefiner::refine`] is the certified path.
+    /// [`RefineSettings::warm_start`] says, with the support itself not solved: for a caller that
+    /// judges the two supports itself (the pipeline does, on held-out tokens).
+    /// [`MaskRefiner::refine`] is the certified path.
     pub fn propose(
         &self,
         weight: ArrayView2<'_, f64>,
@@ -206,14 +207,10 @@ impl MaskRefiner {
     ) -> Result<Proposal> {
         let t = Instant::now();
         self.check_start(weight, hessian, pattern, start)?;
+        let problem = LayerProblem::new(weight.to_owned(), hessian.clone(), start.clone())?;
         let start_weight = match self.settings.warm_start {
-            WarmStart::ExactSolution => {
-                let problem = LayerProblem::new(weight.to_owned(), hessian.clone(), start.clone())?;
-                self.solver.solve(&problem, None)?.weight
-            }
-            WarmStart::MaskedWeights => Array2::from_shape_fn(weight.dim(), |(i, j)| {
-                if start.is_pruned(i, j) { 0.0 } else { weight.get((i, j)).copied().unwrap_or(0.0) }
-            }),
+            WarmStart::ExactSolution => self.solver.solve(&problem, None)?.weight,
+            WarmStart::MaskedWeights => problem.masked_weight(),
         };
         let (mask, iterations) = self.admm(weight, hessian, pattern, start_weight.view())?;
         let rows_changed = (0..mask.rows()).filter(|&i| !mask.row_pruned(i).eq(start.row_pruned(i))).count();
