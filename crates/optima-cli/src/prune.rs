@@ -63,7 +63,7 @@ pub struct PruneArgs {
     #[arg(long)]
     held_out: Option<usize>,
     /// Relative dampings tried per layer with --held-out, comma-separated
-    /// [default: 0.003,0.01,0.03,0.1,0.3].
+    /// [default: 0.01,0.03,0.1,0.3].
     #[arg(long, value_delimiter = ',')]
     damping_grid: Option<Vec<f64>>,
     /// Keep a layer's update only where it lowers the calibration loss [default: the preset's,
@@ -85,6 +85,10 @@ pub struct PruneArgs {
     /// masked weights, one solve per layer less) [default: exact].
     #[arg(long, value_name = "exact|masked")]
     refine_warm_start: Option<String>,
+    /// The damping --refine's ADMM searches at: `held-out` (the one --held-out's grid chose for
+    /// the masker's mask, per layer) or `run` (--damping) [default: held-out with --held-out].
+    #[arg(long, value_name = "held-out|run")]
+    refine_damping: Option<String>,
     /// How the pattern's sparsity is allotted across layers, at exactly the uniform pattern's
     /// pruned count: uniform, owl (layers of blocks with more outlier scores pruned less) or
     /// equalized (equal marginal diagonal error per pruned weight); unstructured patterns only.
@@ -496,6 +500,20 @@ fn resolve(args: &PruneArgs, par: Parallelism) -> optima::Result<Recipe> {
             None => {
                 return Err(OptimaError::InvalidSetting("--refine-warm-start needs refinement (--refine K)".into()));
             }
+        }
+    }
+    if let Some(which) = args.refine_damping.as_deref() {
+        let damps = match which {
+            "held-out" => true,
+            "run" => false,
+            other => {
+                return Err(OptimaError::InvalidSetting(format!("--refine-damping {other:?}: choose held-out or run")));
+            }
+        };
+        match recipe.held_out.take() {
+            Some(selection) => recipe.held_out = Some(selection.damps_refinement(damps)),
+            None if !damps => {}
+            None => return Err(OptimaError::InvalidSetting("--refine-damping held-out needs --held-out N".into())),
         }
     }
     if let Some(refine) = &recipe.refine {

@@ -1,12 +1,16 @@
 //! One linear layer's pruning: its mask (refined with the solver in the loop if asked), its weight update (at the run's damping, or chosen from a
 //! grid on held-out calibration tokens), and the record of what was done.
 
+mod damping;
+
 use std::sync::Arc;
 use std::time::Instant;
 
-use ndarray::{Array2, Axis};
+use damping::{GridSample, choose_damping};
 
-use super::held_out::{HeldOut, HeldOutRecord};
+use ndarray::Array2;
+
+use super::held_out::HeldOut;
 use super::llama::LinearKind;
 use super::report::{LayerRecord, RefinementRecord, StepObjectives, SupportErrors};
 use super::settings::{MaskerChoice, PruneSettings};
@@ -69,6 +73,34 @@ pub(crate) fn prune_layer(
             (mask, Some(updated))
         }
     };
+    let solve = |problem: &LayerProblem| -> Result<(Array2<f64>, SolveReport)> {
+        let (Some(spec), Some(solver)) = (&settings.update, &update.solver) else {
+            return Err(OptimaError::Internal(format!("{kind}: no solver was made")));
+        };
+        let solution = match update.budget {
+            Some(budget) => {
+                let (rows, cols) = (problem.rows(), problem.cols());
+                let what = format!("{kind} ({rows}×{cols}) with {}", spec.name());
+                RowChunked::for_budget(solver.clone(), rows, cols, budget, &what)?.solve(problem, None)?
+            }
+            None => solver.solve(problem, None)?,
+        };
+        Ok((solution.weight, solution.report))
+    };
+    // With held-out tokens that damp the refinement, ADMM searches at the damping the grid chose
+    // for the starting mask; otherwise at the run's.
+    let search_hessian = match (&settings.refine, fit.held_out, settings.held_out.as_ref()) {
+        (Some(_), Some(held_out), Some(selection)) if selection.damps_refinement => {
+            let sample = GridSample::new(&fit, held_out);
+            Some(sample.best(&sample.scorer(par)?, &selection.grid, &start_mask, &solve, par)?.hessian)
+        }
+        _ => None,
+    };
+    let search_weight = search_hessian.as_ref().map(|h| target(&fit, h, par)).transpose()?;
+    let (search_weight, search_h) = match (&search_weight, &search_hessian) {
+        (Some(w), Some(h)) => (w.view(), h),
+        _ => (weight.view(), &fit.hessian),
+    };
     // With held-out tokens, ADMM's support (from the exact solution on the starting mask) is only
     // proposed: the held-out comparison below judges it against the starting mask. Without, the
     // certified path also solves ADMM's support exactly and keeps the better support per row.
@@ -76,9 +108,7 @@ pub(crate) fn prune_layer(
         (Some(refine), Some(solver)) => {
             let refiner = MaskRefiner::new(refine.parallelism(par), solver.clone())?;
             Some(match fit.held_out {
-                Some(_) => {
-                    Refined::Proposed(refiner.propose(weight.view(), &fit.hessian, &fit.pattern, &start_mask)?)
-                }
+                Some(_) => Refined::Proposed(refiner.propose(search_weight, search_h, &fit.pattern, &start_mask)?),
                 None => Refined::Certified(Box::new(refiner.refine(
                     weight.view(),
                     &fit.hessian,
@@ -91,6 +121,7 @@ pub(crate) fn prune_layer(
         (None, _) => None,
     };
     let mask_seconds = t.elapsed().as_secs_f64();
+    let t = Instant::now();
     let refined_mask = refinement.as_ref().map(|r| r.mask().clone()).filter(|mask| *mask != start_mask);
     // The problem the update solves, and (when refinement moved the mask) the starting mask's own,
     // which every fallback to the mask's own weights returns to.
@@ -112,21 +143,6 @@ pub(crate) fn prune_layer(
         let status = vec![RowStatus::Solved; m];
         let iterations = vec![usize::from(name != "none"); m];
         par.install(|| evaluate(name, problem, weights.view(), &iterations, &status, seconds, par))
-    };
-    let t = Instant::now();
-    let solve = |problem: &LayerProblem| -> Result<(Array2<f64>, SolveReport)> {
-        let (Some(spec), Some(solver)) = (&settings.update, &update.solver) else {
-            return Err(OptimaError::Internal(format!("{kind}: no solver was made")));
-        };
-        let solution = match update.budget {
-            Some(budget) => {
-                let (rows, cols) = (problem.rows(), problem.cols());
-                let what = format!("{kind} ({rows}×{cols}) with {}", spec.name());
-                RowChunked::for_budget(solver.clone(), rows, cols, budget, &what)?.solve(problem, None)?
-            }
-            None => solver.solve(problem, None)?,
-        };
-        Ok((solution.weight, solution.report))
     };
     // The mask's own weights: the masked W, on the starting mask.
     let mask_only = || -> Result<(Array2<f64>, SolveReport)> {
@@ -167,7 +183,12 @@ pub(crate) fn prune_layer(
                 (weights, report, kept, None, false)
             }
             (Some(_), own, Some(held_out)) => {
-                let grid = settings.held_out.as_ref().map(|s| s.grid.as_slice()).unwrap_or_default();
+                // A refinement searched at the chosen damping is judged there; else the whole grid.
+                let chosen = search_hessian.as_ref().map(|h| [h.percdamp()]);
+                let grid = match &chosen {
+                    Some(d) => d.as_slice(),
+                    None => settings.held_out.as_ref().map(|s| s.grid.as_slice()).unwrap_or_default(),
+                };
                 // The mask's own weights: SparseGPT's update where it chose the mask, else the masked W.
                 let baseline_name = if own.is_some() { "sparsegpt" } else { "none" };
                 let baseline = own.unwrap_or_else(|| baseline_problem.masked_weight());
@@ -264,99 +285,9 @@ impl Refined {
     }
 }
 
-/// A layer's solve: weights and report.
-type Solve<'a> = dyn Fn(&LayerProblem) -> Result<(Array2<f64>, SolveReport)> + 'a;
-
-/// Layers with at least this many rows score the damping grid on every [`GRID_ROW_STRIDE`]-th row
-/// and solve all rows once, at the chosen damping; smaller layers score every row.
-pub(crate) const GRID_SAMPLE_MIN_ROWS: usize = 256;
-/// The row stride of the grid's sample.
-pub(crate) const GRID_ROW_STRIDE: usize = 4;
-
-/// The held-out choice of one layer's update.
-struct Choice {
-    weights: Array2<f64>,
-    report: SolveReport,
-    record: HeldOutRecord,
-    /// Whether the alternative mask won (the starting mask, against a refined one).
-    alternative: bool,
-    /// With an alternative: the held-out errors on the row sample at the chosen damping, of the
-    /// update on the alternative (starting) mask and on the main (refined) one.
-    support_errors: Option<SupportErrors>,
-}
-
-/// The update at the damping of `grid` with the lowest held-out error (docs/math.md, "Damping from
-/// held-out tokens"), its report, and the record of the choice against `baseline`. With an
-/// `alternative` mask, that mask's update at the chosen damping competes on the same rows, and the
-/// winner is the one solved in full.
-#[allow(clippy::too_many_arguments)] // The layer's fit, both masks, the grid and the scoring parts.
-fn choose_damping(
-    fit: &LayerFit<'_>,
-    problem: &LayerProblem,
-    alternative: Option<&Mask>,
-    grid: &[f64],
-    baseline: &Array2<f64>,
-    held_out: &HeldOut,
-    solve: &Solve<'_>,
-    par: Parallelism,
-) -> Result<Choice> {
-    let m = problem.rows();
-    let rows: Vec<usize> =
-        if m >= GRID_SAMPLE_MIN_ROWS { (0..m).step_by(GRID_ROW_STRIDE).collect() } else { (0..m).collect() };
-    let sampled = rows.len() < m;
-    let sample_weight = fit.weight.select(Axis(0), &rows);
-    let sample_of =
-        |mask: &Mask| Mask::from_fn(rows.len(), mask.cols(), |i, j| rows.get(i).is_some_and(|&r| mask.is_pruned(r, j)));
-    let sample_mask = sample_of(problem.mask());
-    let sample_fit = LayerFit {
-        weight: sample_weight,
-        hessian: fit.hessian.clone(),
-        cross: fit.cross,
-        held_out: None,
-        pattern: fit.pattern,
-    };
-    let sample_scorer = held_out.scorer(sample_fit.weight.view(), par)?;
-    let mut best: Option<(f64, Hessian, Array2<f64>, SolveReport)> = None;
-    for &damping in grid {
-        let hessian = Hessian::new(fit.hessian.undamped(), damping)?;
-        let candidate = LayerProblem::new(target(&sample_fit, &hessian, par)?, hessian.clone(), sample_mask.clone())?;
-        let (weights, report) = solve(&candidate)?;
-        let error = sample_scorer.error(weights.view())?;
-        if best.as_ref().is_none_or(|(e, ..)| error < *e) {
-            best = Some((error, hessian, weights, report));
-        }
-    }
-    let (error, hessian, weights, report) =
-        best.ok_or_else(|| OptimaError::InvalidSetting("the held-out damping grid is empty".into()))?;
-    let damping = hessian.percdamp();
-    let mut winner = (problem.mask(), weights, report, false);
-    let mut support_errors = None;
-    if let Some(other) = alternative {
-        let candidate = LayerProblem::new(target(&sample_fit, &hessian, par)?, hessian.clone(), sample_of(other))?;
-        let (weights, report) = solve(&candidate)?;
-        let other_error = sample_scorer.error(weights.view())?;
-        support_errors = Some(SupportErrors { start: other_error, refined: error });
-        if other_error < error {
-            winner = (other, weights, report, true);
-        }
-    }
-    let (mask, weights, report, alternative) = winner;
-    let (weights, report) = if sampled {
-        solve(&LayerProblem::new(target(fit, &hessian, par)?, hessian, mask.clone())?)?
-    } else {
-        (weights, report)
-    };
-    let scorer = held_out.scorer(fit.weight.view(), par)?;
-    let record = HeldOutRecord {
-        damping,
-        error_update: scorer.error(weights.view())?,
-        error_baseline: scorer.error(baseline.view())?,
-    };
-    Ok(Choice { weights, report, record, alternative, support_errors })
-}
-
 #[cfg(test)]
 mod tests {
+    use super::damping::GRID_SAMPLE_MIN_ROWS;
     use super::*;
     use crate::held_out::HeldOutSelection;
     use crate::settings::{InBlockOrder, Objective};
@@ -501,6 +432,44 @@ mod tests {
             .unwrap();
         for ((i, j), &v) in out.indexed_iter() {
             assert_eq!(v == 0.0, wanda.is_pruned(i, j), "({i}, {j}) is on Wanda's mask");
+        }
+    }
+
+    #[test]
+    fn the_refinement_searches_at_the_damping_the_held_out_grid_chose_for_the_starting_mask() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let x = Array2::from_shape_fn((20, 12), |_| rng.random_range(-1.0..1.0f64));
+        let train = x.t().dot(&x) / 20.0;
+        // Held-out tokens with energy in every direction the fit has little of: moving far from
+        // the dense weights costs there, so the grid's larger damping wins on the starting mask.
+        let held_out = &train + &(Array2::<f64>::eye(12) * 0.5);
+        let grid = vec![0.0, 1.0];
+        let refine = optima::mask::RefineSettings::default().parallelism(Parallelism::Sequential);
+        let searched = PruneSettings { refine: Some(refine), ..settings(grid) };
+        let mut at_run = searched.clone();
+        at_run.held_out = at_run.held_out.map(|h| h.damps_refinement(false));
+        let (record, out, weight) = prune_with(8, Some(held_out.clone()), searched);
+        let (record_run, ..) = prune_with(8, Some(held_out), at_run);
+        // ADMM's proposal, independently, from Wanda's mask at each damping.
+        let pattern: SparsityPattern = "0.5".parse().unwrap();
+        let wanda = WandaMasker.select(weight.view(), &Hessian::new(train.clone(), 0.01).unwrap(), &pattern).unwrap();
+        let solver: Arc<dyn QpSolver + Send + Sync> =
+            Arc::from("direct".parse::<SolverSpec>().unwrap().build(optima::Device::Cpu).unwrap());
+        let refiner = MaskRefiner::new(refine, solver).unwrap();
+        let propose = |damping: f64| {
+            refiner.propose(weight.view(), &Hessian::new(train.clone(), damping).unwrap(), &pattern, &wanda).unwrap()
+        };
+        let (at_one, at_run_damping) = (propose(1.0), propose(0.01));
+        assert_ne!(at_one.mask, at_run_damping.mask, "the case tells the two dampings apart");
+        let chosen = record.held_out.unwrap();
+        assert_eq!(chosen.damping, 1.0, "{chosen:?}");
+        let refinement = record.refinement.unwrap();
+        assert_eq!(refinement.rows_changed, at_one.rows_changed);
+        assert_eq!(record_run.refinement.unwrap().rows_changed, at_run_damping.rows_changed);
+        // The answer is on the searched support where it won, else on Wanda's.
+        let on = if refinement.kept && record.update_kept { &at_one.mask } else { &wanda };
+        for ((i, j), &v) in out.indexed_iter() {
+            assert_eq!(v == 0.0, on.is_pruned(i, j), "({i}, {j})");
         }
     }
 }
