@@ -36,14 +36,18 @@ runs=(
   "sparsegpt-sequential-0.5|--preset sparsegpt --in-block sequential --pattern 0.5"
   "sparsegpt-2of4|--preset sparsegpt --pattern 2:4"
   "default-2of4|--pattern 2:4"
-  "refine-2of4|--pattern 2:4 --refine 60"
+  "norefine-2of4|--pattern 2:4 --refine 0"
+  "refine-run-damping-2of4|--pattern 2:4 --refine 60 --refine-damping run"
+  "refine-run-damping-0.5|--pattern 0.5 --refine-damping run"
+  "refine-d10-2of4|--pattern 2:4 --refine 60 --refine-damping run --damping 0.1"
+  "dense-objective-2of4|--objective dense --refine 0 --pattern 2:4"
   "wanda-2of4|--preset wanda --pattern 2:4"
-  "auto-sequential-2of4|--held-out 0 --pattern 2:4"
+  "auto-sequential-2of4|--held-out 0 --refine 0 --pattern 2:4"
   "magnitude-0.5|--pattern 0.5 --masker magnitude --solver none"
   "magnitude-default-0.5|--pattern 0.5 --masker magnitude --refine 0"
   "magnitude-2of4|--pattern 2:4 --masker magnitude --solver none"
-  "magnitude-default-2of4|--pattern 2:4 --masker magnitude"
-  "sparsegpt-mask-default-2of4|--pattern 2:4 --masker sparsegpt"
+  "magnitude-default-2of4|--pattern 2:4 --masker magnitude --refine 0"
+  "sparsegpt-mask-default-2of4|--pattern 2:4 --masker sparsegpt --refine 0"
 )
 if [ "${1:-}" != quick ]; then
   for s in 0.7; do
@@ -58,9 +62,9 @@ if [ "${1:-}" != quick ]; then
     runs+=("sparsegpt-$s|--preset sparsegpt --pattern $s" "norefine-$s|--pattern $s --refine 0" "wanda-$s|--preset wanda --pattern $s" "default-$s|--pattern $s")
   done
   runs+=(
-    "auto-parallel-2of4|--in-block parallel --held-out 0 --pattern 2:4"
+    "auto-parallel-2of4|--in-block parallel --held-out 0 --refine 0 --pattern 2:4"
     "optima-paper-0.5|--preset optima-paper --pattern 0.5"
-    "dense-objective-0.5|--objective dense --pattern 0.5"
+    "dense-objective-0.5|--objective dense --refine 0 --pattern 0.5"
   )
   for s in 0.4; do
     runs+=("sparsegpt-$s|--preset sparsegpt --pattern $s" "norefine-$s|--pattern $s --refine 0" "wanda-$s|--preset wanda --pattern $s" "default-$s|--pattern $s")

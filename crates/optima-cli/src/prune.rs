@@ -73,8 +73,7 @@ pub struct PruneArgs {
     /// Refine each layer's mask with the solver in the loop: at most K ADMM iterations on the
     /// ℓ0-constrained layer problem from the exact fit on the masker's mask; the starting mask
     /// then competes on the held-out tokens (without them, each row keeps the support with the
-    /// lower exact objective); 0 turns it off [default: 60 for unstructured patterns without a
-    /// preset, else off].
+    /// lower exact objective); 0 turns it off [default: 60 without a preset, else off].
     #[arg(long, value_name = "K")]
     refine: Option<usize>,
     /// The first ADMM penalty of --refine, relative to the normalized Hessian's unit diagonal
@@ -436,7 +435,7 @@ fn allocation_settings(args: &PruneArgs) -> optima::Result<AllocationSettings> {
 /// its place; the update is checked before the model is read, so a bad name or setting costs
 /// nothing.
 fn resolve(args: &PruneArgs, par: Parallelism) -> optima::Result<Recipe> {
-    let mut recipe = args.preset.map_or_else(|| Recipe::default_pipeline(&args.pattern), Preset::recipe);
+    let mut recipe = args.preset.map_or_else(Recipe::default_pipeline, Preset::recipe);
     if let Some(masker) = args.masker {
         recipe.masker = masker;
     }

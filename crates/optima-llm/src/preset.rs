@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use optima::error::{OptimaError, Result};
 use optima::mask::{RefineSettings, SparseGptSettings};
-use optima::problem::{DEFAULT_PERCDAMP, SparsityPattern};
+use optima::problem::DEFAULT_PERCDAMP;
 use optima::solve::{PdhgSettings, SolverSpec};
 
 use crate::settings::{HeldOutSelection, InBlockOrder, MaskerChoice, Objective};
@@ -105,13 +105,13 @@ impl Preset {
 }
 
 impl Recipe {
-    /// `optima prune` with no preset, the best pipeline measured for `pattern`'s kind
-    /// (docs/results.md): Wanda's mask, exact reconstruction by `auto` at 1e-6 on the layer
-    /// objective, layers calibrated in order inside each block, each layer's damping chosen on one
-    /// calibration sequence in 8 held out (masks at 1%), an update kept only where it beats the
-    /// mask there; for unstructured patterns, masks refined with the solver in the loop
-    /// ([`RefineSettings::default`]), the starting mask competing on the held-out tokens.
-    pub fn default_pipeline(pattern: &SparsityPattern) -> Self {
+    /// `optima prune` with no preset, the best pipeline measured (docs/results.md), for every
+    /// pattern: Wanda's mask, exact reconstruction by `auto` at 1e-6 on the layer objective, layers
+    /// calibrated in order inside each block, each layer's damping chosen on one calibration
+    /// sequence in 8 held out, an update kept only where it beats the mask there, and masks
+    /// refined with the solver in the loop ([`RefineSettings::default`]) at the damping the
+    /// held-out tokens chose for Wanda's mask, Wanda's mask competing on the held-out tokens.
+    pub fn default_pipeline() -> Self {
         Self {
             masker: MaskerChoice::Wanda,
             update: Some(SolverSpec::Auto(optima::solve::AutoSettings::default())),
@@ -120,10 +120,7 @@ impl Recipe {
             percdamp: DEFAULT_PERCDAMP,
             held_out: Some(HeldOutSelection::default()),
             keep_only_improving: false,
-            refine: match pattern {
-                SparsityPattern::Unstructured { .. } => Some(RefineSettings::default()),
-                SparsityPattern::NM { .. } => None,
-            },
+            refine: Some(RefineSettings::default()),
         }
     }
 }
@@ -178,16 +175,15 @@ mod tests {
         }
         assert_eq!((paper.percdamp, paper.keep_only_improving), (0.01, true));
 
-        let default = Recipe::default_pipeline(&"0.5".parse().unwrap());
-        assert_eq!(default.refine, Some(RefineSettings::default()), "unstructured masks are refined");
-        assert_eq!(Recipe::default_pipeline(&"2:4".parse().unwrap()).refine, None, "N:M masks are not");
-        assert_eq!(Recipe::default_pipeline(&"2:4".parse().unwrap()).held_out, default.held_out);
+        let default = Recipe::default_pipeline();
+        assert_eq!(default.refine, Some(RefineSettings::default()), "masks are refined");
         assert_eq!(default.masker, MaskerChoice::Wanda);
         assert!(matches!(default.update, Some(SolverSpec::Auto(s)) if s.tolerance == 1e-6));
         assert!(!default.keep_only_improving);
         assert_eq!(default.order, InBlockOrder::Sequential);
         let held_out = default.held_out.expect("the default chooses dampings on held-out tokens");
         assert_eq!((held_out.every, held_out.grid), (8, vec![0.01, 0.03, 0.1, 0.3]));
+        assert!(held_out.damps_refinement, "the refinement searches at the held-out damping");
         for preset in [Preset::SparseGpt, Preset::Wanda, Preset::OptimaPaper] {
             assert_eq!(preset.recipe().held_out, None, "{preset}");
         }
