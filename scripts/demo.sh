@@ -34,5 +34,7 @@ print(f"| dense | {dense[0]:.2f} | {dense[1]:.2f} | | |")
 for tag, label in [("wanda", "--preset wanda"), ("sparsegpt", "--preset sparsegpt"), ("default", "optima default")]:
     r = json.load(open(f"out/demo-{tag}.json"))
     p = [e["perplexity"]["ppl"] for e in r["evaluations"]]
-    print(f"| {label} | {p[0]:.2f} | {p[1]:.2f} | {r['mean_error_after']:.4f} | {r['seconds']['pruning']:.0f} |")
+    e = r["mean_error_after"]  # null: not measured (Wanda's mask alone accumulates only the diagonal)
+    e = "–" if e is None else f"{e:.4f}"
+    print(f"| {label} | {p[0]:.2f} | {p[1]:.2f} | {e} | {r['seconds']['pruning']:.0f} |")
 PY

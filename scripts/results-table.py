@@ -79,6 +79,13 @@ def calib(r):
     return f"{h['ppl']:.2f}" if h else "–"
 
 
+def mean_e(r):
+    # null where the run did not measure it (a mask-only run accumulates only the Hessians'
+    # diagonal unless given --layer-error).
+    e = r.get("mean_error_after")
+    return "–" if e is None else f"{e:.4f}"
+
+
 def row(tag, label):
     r = load(tag)
     if r is None:
@@ -86,7 +93,7 @@ def row(tag, label):
     s = r["seconds"]
     jargon, gnu = ppls(r)
     kept = r["updates_kept"] if r["solver"] != "none" else "–"
-    head = f"| {label} | {jargon:.2f} | {gnu:.2f} | {calib(r)} | {r['mean_error_after']:.4f} | {kept}"
+    head = f"| {label} | {jargon:.2f} | {gnu:.2f} | {calib(r)} | {mean_e(r)} | {kept}"
     if tag in PAUSED:
         return f"{head} | paused, see docs/benchmarks.md | – |"
     split = f"{s['forward']:.0f} / {s['hessian']:.0f} / {s['mask']:.0f} / {s['solve']:.0f}"

@@ -23,6 +23,9 @@ use serde_json::json;
 
 use crate::output::{DTYPE_HELP, Output};
 
+mod summary;
+use summary::{dampings_chosen, forward_gflop, layer_error_line, refinement_summary};
+
 #[derive(Args)]
 pub struct PruneArgs {
     /// The model to prune: a GGUF file, or a Hugging Face folder (or its config.json).
@@ -144,6 +147,12 @@ pub struct PruneArgs {
     /// Write the per-layer report (JSON) here.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Measure every layer's error E (and the mean E of the summary) where the recipe needs only
+    /// the Hessians' diagonal: a magnitude or Wanda mask with --solver none (e.g. --preset wanda)
+    /// accumulates only diag(XᵀX)/N, much faster, and reports E as not measured (null in --json);
+    /// this accumulates the whole Hessians instead. The pruned weights are the same either way.
+    #[arg(long)]
+    layer_error: bool,
     /// Evaluate perplexity of the pruned model on this text; repeat the flag for several texts.
     #[arg(long)]
     eval: Vec<PathBuf>,
@@ -243,6 +252,7 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         memory_budget: None,
         save_problems: args.save_problems.clone(),
         allocation,
+        layer_error: args.layer_error,
     };
     // The budget covers the whole process: the file as mapped and its f32 weights come first.
     let file_bytes = loaded.source.mapped_bytes();
@@ -340,6 +350,7 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         "device": args.device.to_string(),
         "calibration_sequences": calibration.len(),
         "seq_len": args.seq_len,
+        "hessians": if settings.diagonal_only() { "diagonal" } else { "full" },
         "mean_error_before": report.mean_error_before,
         "mean_error_after": report.mean_error_after,
         "forward_gflop_per_s": forward_gflop(&loaded.model.config, &calibration, &recipe, settings.max_blocks)
@@ -382,10 +393,7 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
             report.mask_seconds,
             report.solve_seconds
         );
-        println!(
-            "mean layer error E: {:.5} with the mask alone, {:.5} after the update",
-            report.mean_error_before, report.mean_error_after
-        );
+        println!("{}", layer_error_line(report.mean_error_before, report.mean_error_after));
         for (path, p) in args.eval.iter().zip(&perplexities) {
             println!(
                 "perplexity {:.4} on {} over {} tokens ({} windows of {})",
@@ -549,70 +557,4 @@ fn resolve(args: &PruneArgs, par: Parallelism) -> optima::Result<Recipe> {
         }
     }
     Ok(recipe)
-}
-
-/// What mask refinement did over the run: layers whose answer is on a refined mask, rows moved,
-/// iterations and seconds, and how the supports compared: the mean relative drop from the
-/// starting mask of the exact layer objective (certified runs) or of the held-out layer error
-/// (runs with held-out selection).
-fn refinement_summary(layers: &[optima_llm::report::LayerRecord]) -> serde_json::Value {
-    let refined: Vec<_> = layers.iter().filter_map(|l| l.refinement.as_ref()).collect();
-    if refined.is_empty() {
-        return serde_json::Value::Null;
-    }
-    let mean_drop = |pairs: Vec<(f64, f64)>| -> Option<f64> {
-        (!pairs.is_empty()).then(|| {
-            pairs.iter().map(|&(start, after)| 1.0 - after / start.max(f64::MIN_POSITIVE)).sum::<f64>()
-                / pairs.len() as f64
-        })
-    };
-    let objective = mean_drop(refined.iter().filter_map(|r| r.objectives.map(|o| (o.start, o.refined))).collect());
-    let held_out = mean_drop(refined.iter().filter_map(|r| r.held_out.map(|e| (e.start, e.refined))).collect());
-    json!({
-        "layers": refined.len(),
-        "layers_on_refined_mask": refined.iter().filter(|r| r.kept).count(),
-        "mean_objective_drop": objective,
-        "mean_held_out_error_drop": held_out,
-        "rows_changed": refined.iter().map(|r| r.rows_changed).sum::<usize>(),
-        "mean_iterations": refined.iter().map(|r| r.iterations as f64).sum::<f64>() / refined.len() as f64,
-        "seconds": refined.iter().map(|r| r.seconds).sum::<f64>(),
-    })
-}
-
-/// How many layers kept an update at each damping chosen on held-out tokens (empty without).
-fn dampings_chosen(layers: &[optima_llm::report::LayerRecord]) -> serde_json::Value {
-    let mut counts = std::collections::BTreeMap::<String, usize>::new();
-    for record in layers.iter().filter(|l| l.update_kept) {
-        if let Some(h) = &record.held_out {
-            *counts.entry(h.damping.to_string()).or_default() += 1;
-        }
-    }
-    json!(counts)
-}
-
-/// The forward passes' arithmetic of a prune in GFLOP: per calibration sequence of `T` tokens and
-/// block, `2·T` per linear weight and `2·heads·head_dim·T²` for the causal attention (QKᵀ and PV,
-/// halved by the mask); one pass per block in order, two with the parallel order (the dense
-/// capture, then the pruned outputs), twice that with the dense objective's second stream.
-fn forward_gflop(
-    config: &optima_llm::llama::LlamaConfig,
-    calibration: &[Vec<u32>],
-    recipe: &Recipe,
-    max_blocks: Option<usize>,
-) -> f64 {
-    use optima_llm::llama::LinearKind;
-    let weights: usize = LinearKind::ALL.iter().map(|k| k.shape(config).0 * k.shape(config).1).sum();
-    let per_block: f64 = calibration
-        .iter()
-        .map(|seq| {
-            let t = seq.len() as f64;
-            2.0 * t * weights as f64 + 2.0 * (config.heads * config.head_dim) as f64 * t * t
-        })
-        .sum();
-    let blocks = max_blocks.map_or(config.blocks, |b| b.min(config.blocks)) as f64;
-    let passes = match recipe.order {
-        InBlockOrder::Sequential => 1.0,
-        InBlockOrder::Parallel => 2.0,
-    } * if recipe.objective == Objective::Dense { 2.0 } else { 1.0 };
-    per_block * blocks * passes / 1e9
 }

@@ -224,7 +224,13 @@ fn presets_run_their_recipes_and_explicit_flags_override_them() {
     let wanda = prune(&["--preset", "wanda"]);
     assert_eq!(recipe(&wanda), (json!("wanda"), json!("wanda"), json!("none"), json!(0.01), json!(false)));
     assert_eq!(wanda["updates_kept"], 0);
-    assert_eq!(wanda["mean_error_after"], wanda["mean_error_before"]);
+    // Wanda's mask alone needs only the Hessians' diagonal: E is not measured, unless asked for.
+    assert_eq!(wanda["hessians"], "diagonal");
+    assert_eq!((&wanda["mean_error_before"], &wanda["mean_error_after"]), (&json!(null), &json!(null)));
+    let measured = prune(&["--preset", "wanda", "--layer-error"]);
+    assert_eq!(measured["hessians"], "full");
+    assert!(measured["mean_error_before"].as_f64().unwrap() > 0.0);
+    assert_eq!(measured["mean_error_after"], measured["mean_error_before"]);
     let paper = prune(&["--preset", "optima-paper"]);
     assert_eq!(recipe(&paper), (json!("optima-paper"), json!("wanda"), json!("pdhg"), json!(0.01), json!(true)));
     // Explicit flags win over the preset's.

@@ -17,6 +17,7 @@ use super::settings::PruneSettings;
 use super::stages::{StageAccumulator, Stream, run_stage};
 use optima::allocation::{AllocationMethod, AllocationSettings, LayerStats, allocate};
 use optima::error::{OptimaError, Result};
+use optima::hessian::DiagonalAccumulator;
 use optima::problem::SparsityPattern;
 
 /// The per-layer patterns of a run with a non-uniform allocation.
@@ -102,7 +103,7 @@ pub(crate) fn allot(
         let mut stream = Stream::new(&xs, spill("allocation-stream", b));
         let mut norms: Vec<(LinearKind, Vec<f64>)> = Vec::new();
         for stage in LinearInput::ALL {
-            let mut accumulator = StageAccumulator::Diagonal(Diagonal::new(stage.dim(&config)));
+            let mut accumulator = StageAccumulator::Diagonal(DiagonalAccumulator::new(stage.dim(&config)));
             run_stage(&config, stage, (&mut stream, block), None, &mut accumulator, None)?;
             let diagonal = accumulator.finish_diagonal()?;
             let norm: Vec<f64> = diagonal.iter().map(|d| d.max(0.0).sqrt()).collect();
@@ -167,40 +168,4 @@ pub(crate) fn allot(
         seconds: t.elapsed().as_secs_f64(),
     };
     Ok(Some(Allotment { layers, record }))
-}
-
-/// Sums of squares of each input over the tokens: the Hessian's diagonal, without the rest.
-pub(crate) struct Diagonal {
-    sums: Vec<f64>,
-    tokens: usize,
-}
-
-impl Diagonal {
-    pub(crate) fn new(n: usize) -> Self {
-        Self { sums: vec![0.0; n], tokens: 0 }
-    }
-
-    pub(crate) fn add(&mut self, x: ndarray::ArrayView2<'_, f32>) -> Result<()> {
-        if x.ncols() != self.sums.len() {
-            return Err(OptimaError::shape(
-                "activation batch",
-                format!("tokens × {}", self.sums.len()),
-                x.ncols().to_string(),
-            ));
-        }
-        for row in x.rows() {
-            self.sums.iter_mut().zip(row).for_each(|(s, &v)| *s += f64::from(v) * f64::from(v));
-        }
-        self.tokens += x.nrows();
-        Ok(())
-    }
-
-    /// `diag(XᵀX)/N`.
-    pub(crate) fn finish(self) -> Result<Vec<f64>> {
-        if self.tokens == 0 {
-            return Err(OptimaError::Empty("no calibration tokens reached a layer".into()));
-        }
-        let n = self.tokens as f64;
-        Ok(self.sums.into_iter().map(|s| s / n).collect())
-    }
 }

@@ -13,17 +13,16 @@ use super::activations::ActivationStore;
 use super::allocation::Allotment;
 use super::checkpoint::Checkpoint;
 use super::held_out::{HeldOut, HeldOutAccumulator};
-use super::layer::{LayerFit, LayerUpdate, prune_layer};
+use super::layer::{LayerFit, LayerUpdate, mask_layer, prune_layer};
 use super::llama::{LinearInput, LinearKind, LlamaConfig, LlamaModel};
 use super::progress::PruneEvent;
 pub use super::report::{LayerRecord, PruneReport};
 pub use super::settings::{InBlockOrder, MaskerChoice, Objective, PruneSettings};
-use super::stages::{StageAccumulator, Stream, run_stage};
+use super::stages::{StageAccumulator, StageStatistics, Stream, run_stage};
 use optima::backend::{Device, Parallelism};
 use optima::error::{OptimaError, Result};
-use optima::hessian::{CrossAccumulator, DeviceHessianAccumulator};
+use optima::hessian::{CrossAccumulator, DeviceHessianAccumulator, DiagonalAccumulator};
 use optima::memory::{Bytes, MemoryEstimate};
-use optima::problem::Hessian;
 use optima::solve::{QpSolver, SolverSpec, problem_memory};
 
 /// How a run fits its memory budget ([`plan_memory`]).
@@ -56,7 +55,11 @@ fn block_memory(config: &LlamaConfig, seq_len: usize, settings: &PruneSettings) 
         (Some(_), false) => 2,
         (Some(_), true) => 6,
     };
-    let hessians = Bytes::f64s(3 * h * h + i * i) * (if dense { 4 } else { 2 } + held_out);
+    let hessians = if settings.diagonal_only() {
+        Bytes::f64s(3 * h + i)
+    } else {
+        Bytes::f64s(3 * h * h + i * i) * (if dense { 4 } else { 2 } + held_out)
+    };
     let dense_block = if dense { Bytes::f32s(4 * h * h + 3 * h * i) } else { Bytes(0) };
     let forward =
         Bytes::f32s(seq_len * (10 * h + 4 * i) + seq_len * seq_len * config.heads) + Bytes::f64s(seq_len * h.max(i));
@@ -269,6 +272,7 @@ pub fn prune_model_resumable(
         for stage in LinearInput::ALL {
             let dim = stage.dim(&config);
             let mut accumulator = match &dense_stream {
+                _ if settings.diagonal_only() => StageAccumulator::Diagonal(DiagonalAccumulator::new(dim)),
                 None => StageAccumulator::Layer(device.accumulator(dim, par)?),
                 Some(_) => StageAccumulator::Dense(CrossAccumulator::new(dim, par)),
             };
@@ -289,11 +293,11 @@ pub fn prune_model_resumable(
             .map_err(|e| located(e, b, "calibration activations"))?;
             let t = Instant::now();
             let failed = |e| located(e, b, &format!("{stage:?} Hessian"));
-            let (hessian, cross) = accumulator.finish(settings.percdamp).map_err(failed)?;
+            let statistics = accumulator.finish(settings.percdamp).map_err(failed)?;
             let held_out = held_out_accumulator.map(|a| a.finish().map_err(failed)).transpose()?;
             report.forward_seconds += seconds.forward;
             report.hessian_seconds += seconds.hessian + t.elapsed().as_secs_f64();
-            calibrated.push(Calibrated { block: b, stage, hessian, cross, held_out });
+            calibrated.push(Calibrated { block: b, stage, statistics, held_out });
             if settings.order == InBlockOrder::Sequential || stage == LinearInput::MlpHidden {
                 for layers in calibrated.drain(..) {
                     prune_stage(
@@ -334,20 +338,19 @@ pub fn prune_model_resumable(
         }
         progress(PruneEvent::BlockFinished { block: b, blocks });
     }
-    let count = report.layers.len().max(1) as f64;
-    report.mean_error_before = report.layers.iter().map(|l| l.error_before).sum::<f64>() / count;
-    report.mean_error_after = report.layers.iter().map(|l| l.error_after).sum::<f64>() / count;
+    report.mean_error_before = report.mean_over_layers(|l| l.error_before);
+    report.mean_error_after = report.mean_over_layers(|l| l.error_after);
     report.total_seconds = start.elapsed().as_secs_f64();
     Ok(report)
 }
 
-/// One calibrated stage of a block: the Hessian its layers share, with the dense objective the
-/// cross term, and the held-out statistics when dampings are chosen on them.
+/// One calibrated stage of a block: the Hessian its layers share (with the dense objective the
+/// cross term), or its diagonal alone, and the held-out statistics when dampings are chosen on
+/// them.
 struct Calibrated {
     block: usize,
     stage: LinearInput,
-    hessian: Hessian,
-    cross: Option<Array2<f64>>,
+    statistics: StageStatistics,
     held_out: Option<HeldOut>,
 }
 
@@ -373,19 +376,27 @@ fn prune_stage(
             Bytes(budget.0.saturating_sub(used.0))
         });
         let block = model.blocks.get_mut(b).ok_or_else(|| OptimaError::Internal(format!("no block {b}")))?;
-        let fit = LayerFit {
-            weight: to_f64(block.weight(kind)),
-            hessian: layers.hessian.clone(),
-            cross: layers.cross.as_ref(),
-            held_out: layers.held_out.as_ref(),
-            pattern: match allotment {
-                Some(a) => a.pattern(b, kind)?,
-                None => settings.pattern,
-            },
+        let pattern = match allotment {
+            Some(a) => a.pattern(b, kind)?,
+            None => settings.pattern,
         };
-        let update = LayerUpdate { solver: solver.clone(), budget: solve_budget };
-        let record = prune_layer(b, kind, fit, settings, update, block.weight_mut(kind))
-            .map_err(|e| located(e, b, kind.short_name()))?;
+        let record = match &layers.statistics {
+            StageStatistics::Diagonal(diagonal) => {
+                mask_layer(b, kind, diagonal, pattern, settings.masker, block.weight_mut(kind))
+            }
+            StageStatistics::Hessian { hessian, cross } => {
+                let fit = LayerFit {
+                    weight: to_f64(block.weight(kind)),
+                    hessian: hessian.clone(),
+                    cross: cross.as_ref(),
+                    held_out: layers.held_out.as_ref(),
+                    pattern,
+                };
+                let update = LayerUpdate { solver: solver.clone(), budget: solve_budget };
+                prune_layer(b, kind, fit, settings, update, block.weight_mut(kind))
+            }
+        }
+        .map_err(|e| located(e, b, kind.short_name()))?;
         report.mask_seconds += record.mask_seconds;
         report.solve_seconds += record.solve_seconds;
         report.layers.push(record);

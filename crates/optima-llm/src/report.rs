@@ -23,12 +23,14 @@ pub struct LayerRecord {
     pub ratio: f64,
     /// Fraction of weights pruned.
     pub sparsity: f64,
-    /// `E` with the mask alone.
-    pub error_before: f64,
-    /// `E` after the update.
-    pub error_after: f64,
-    /// Largest relative KKT residual.
-    pub kkt_residual: f64,
+    /// `E` with the mask alone; `None` where it was not measured: a run that needs only the
+    /// Hessians' diagonal ([`crate::settings::PruneSettings::diagonal_only`]) has no `H` to
+    /// measure it with.
+    pub error_before: Option<f64>,
+    /// `E` after the update (`None`: not measured, as `error_before`).
+    pub error_after: Option<f64>,
+    /// Largest relative KKT residual (`None`: not measured, as `error_before`).
+    pub kkt_residual: Option<f64>,
     /// Largest iteration count.
     pub iterations: usize,
     /// Rows not solved to the solver's promise.
@@ -111,15 +113,22 @@ pub struct PruneReport {
     pub solve_seconds: f64,
     /// Wall time of the whole run.
     pub total_seconds: f64,
-    /// Mean `E` over layers with the mask alone.
-    pub mean_error_before: f64,
-    /// Mean `E` over layers after the update.
-    pub mean_error_after: f64,
+    /// Mean `E` over layers with the mask alone; `None` unless every layer's was measured.
+    pub mean_error_before: Option<f64>,
+    /// Mean `E` over layers after the update; `None` unless every layer's was measured.
+    pub mean_error_after: Option<f64>,
     /// How the sparsity was allotted across layers, under a non-uniform allocation.
     pub allocation: Option<AllocationRecord>,
 }
 
 impl PruneReport {
+    /// The mean of one measured figure over the layers: `None` when there are none or any layer's
+    /// was not measured.
+    pub(crate) fn mean_over_layers(&self, figure: impl Fn(&LayerRecord) -> Option<f64>) -> Option<f64> {
+        let values: Option<Vec<f64>> = self.layers.iter().map(figure).collect();
+        values.filter(|v| !v.is_empty()).map(|v| v.iter().sum::<f64>() / v.len() as f64)
+    }
+
     /// The fraction of all pruned layers' weights that are pruned.
     pub fn global_sparsity(&self) -> f64 {
         let weights: usize = self.layers.iter().map(|l| l.rows * l.cols).sum();

@@ -134,4 +134,30 @@ pub struct PruneSettings {
     /// Write every layer's problem (weights, undamped Hessian, mask) to
     /// `DIR/blk.B.KIND.safetensors` before it is solved, for `optima solve` and `optima bench`.
     pub save_problems: Option<std::path::PathBuf>,
+    /// Accumulate the whole Hessians and measure every layer's error `E` even where the run's
+    /// masks need only their diagonal ([`PruneSettings::diagonal_only`]); without it such a run
+    /// reports `E` as not measured. The pruned weights are the same bits either way.
+    /// (Left out of the serialization when off, so runs without it keep their checkpoints'
+    /// fingerprints.)
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub layer_error: bool,
+}
+
+impl PruneSettings {
+    /// Whether the run needs only the diagonal `diag(XᵀX)/N` of each layer input's Hessian: a
+    /// magnitude or Wanda mask, no weight update (so no refinement, held-out dampings or dense
+    /// objective), no saved problems and no `layer_error`. Such a run accumulates the diagonal
+    /// alone, on the CPU (`n` flops a token instead of `n²/2`), masks from it
+    /// ([`optima::mask::DiagonalMasker`]), and reports the layer error `E` as not measured: it
+    /// needs the whole `H`. Its masks and weights are bit-identical to those from the CPU's full
+    /// Hessians, whose diagonal is the same sum (a CUDA device's agrees to rounding).
+    pub fn diagonal_only(&self) -> bool {
+        matches!(self.masker, MaskerChoice::Magnitude | MaskerChoice::Wanda)
+            && self.update.is_none()
+            && self.refine.is_none()
+            && self.held_out.is_none()
+            && self.objective == Objective::Layer
+            && self.save_problems.is_none()
+            && !self.layer_error
+    }
 }

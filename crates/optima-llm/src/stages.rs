@@ -11,11 +11,10 @@ use std::time::Instant;
 use ndarray::{Array2, ArrayView2};
 
 use super::activations::{ActivationStore, ActivationWriter};
-use super::allocation::Diagonal;
 use super::held_out::{HeldOutAccumulator, HeldOutSelection};
 use super::llama::{LinearInput, LlamaBlock, LlamaConfig};
 use optima::error::{OptimaError, Result};
-use optima::hessian::{CrossAccumulator, DeviceHessianAccumulator, HessianAccumulator};
+use optima::hessian::{CrossAccumulator, DeviceHessianAccumulator, DiagonalAccumulator, HessianAccumulator};
 use optima::problem::Hessian;
 
 /// One stream of calibration activations through a block: its inputs, and what it has kept of
@@ -119,15 +118,25 @@ impl<'a> Stream<'a> {
     }
 }
 
-/// What accumulates a stage's layer inputs: `H` alone (layer objective) or `H` and the cross term
-/// `C` with the dense model's inputs (dense objective).
+/// What accumulates a stage's layer inputs: `H` alone (layer objective), `H` and the cross term
+/// `C` with the dense model's inputs (dense objective), or only the diagonal of `H`.
 pub(crate) enum StageAccumulator {
     /// `H = X_pᵀX_p/N`, on the run's device.
     Layer(DeviceHessianAccumulator),
     /// `H` and `C = X_pᵀX_d/N`, on the CPU.
     Dense(CrossAccumulator),
-    /// The diagonal of `H` alone (the allocation's dense pass).
-    Diagonal(Diagonal),
+    /// The diagonal of `H` alone, on the CPU: the allocation's dense pass, and the pruning pass of
+    /// a run whose masks need nothing more ([`crate::settings::PruneSettings::diagonal_only`]).
+    Diagonal(DiagonalAccumulator),
+}
+
+/// What a stage's layers are pruned from: the damped `H` (with the dense objective's `C`), or
+/// the undamped diagonal of `H` alone.
+pub(crate) enum StageStatistics {
+    /// The whole Hessian.
+    Hessian { hessian: Hessian, cross: Option<Array2<f64>> },
+    /// `diag(XᵀX)/N`.
+    Diagonal(Vec<f64>),
 }
 
 impl StageAccumulator {
@@ -136,16 +145,18 @@ impl StageAccumulator {
             (Self::Layer(acc), _) => acc.add_batch(pruned),
             (Self::Dense(acc), Some(dense)) => acc.add_batch(pruned, dense),
             (Self::Dense(_), None) => Err(OptimaError::Internal("the dense objective needs the dense stream".into())),
-            (Self::Diagonal(acc), _) => acc.add(pruned),
+            (Self::Diagonal(acc), _) => acc.add_batch(pruned),
         }
     }
 
-    /// The damped `H`, and `C` for the dense objective.
-    pub(crate) fn finish(self, percdamp: f64) -> Result<(Hessian, Option<Array2<f64>>)> {
+    /// The damped `H` and, for the dense objective, `C`; or the diagonal.
+    pub(crate) fn finish(self, percdamp: f64) -> Result<StageStatistics> {
         match self {
-            Self::Layer(acc) => Ok((acc.finish(percdamp)?, None)),
-            Self::Dense(acc) => acc.finish(percdamp).map(|(h, c)| (h, Some(c))),
-            Self::Diagonal(_) => Err(OptimaError::Internal("a diagonal accumulator has no Hessian".into())),
+            Self::Layer(acc) => Ok(StageStatistics::Hessian { hessian: acc.finish(percdamp)?, cross: None }),
+            Self::Dense(acc) => {
+                acc.finish(percdamp).map(|(hessian, c)| StageStatistics::Hessian { hessian, cross: Some(c) })
+            }
+            Self::Diagonal(acc) => acc.finish().map(StageStatistics::Diagonal),
         }
     }
 

@@ -80,19 +80,71 @@ impl RunningMean {
     }
 }
 
+/// The diagonal of `H` alone, `H_jj = ‖X_j‖₂²/N`: what Wanda's and the magnitude masks need
+/// ([`crate::mask::DiagonalMasker`]), at `n` flops a token where the whole `H` costs `n²/2`.
+///
+/// Each `x_tj²` is exact in f64 (an f32 squared), and the sums run token by token in the order
+/// the batches came. [`CpuHessianAccumulator`] takes its diagonal from this same sum, so the
+/// diagonal of its `H` ([`Hessian::raw_diag`]) is bit-identical to [`DiagonalAccumulator::finish`]
+/// on the same batches, and a Wanda mask chosen from either is the same mask.
+#[derive(Clone, Debug)]
+pub struct DiagonalAccumulator {
+    sums: Vec<f64>,
+    mean: RunningMean,
+}
+
+impl DiagonalAccumulator {
+    /// An empty accumulator for `n` inputs.
+    pub fn new(n: usize) -> Self {
+        Self { sums: vec![0.0; n], mean: RunningMean::new(n) }
+    }
+
+    /// Adds a batch of `tokens × n` activations (checked as every accumulator checks them).
+    pub fn add_batch(&mut self, x: ArrayView2<'_, f32>) -> Result<()> {
+        let Some(_) = self.mean.weights_for(x)? else { return Ok(()) };
+        self.add_checked(x);
+        Ok(())
+    }
+
+    /// Adds a batch that [`RunningMean::weights_for`] accepted.
+    fn add_checked(&mut self, x: ArrayView2<'_, f32>) {
+        for row in x.rows() {
+            self.sums.iter_mut().zip(row).for_each(|(s, &v)| *s += f64::from(v) * f64::from(v));
+        }
+        self.mean.added(x.nrows());
+    }
+
+    /// Tokens seen so far.
+    pub fn tokens(&self) -> usize {
+        self.mean.tokens()
+    }
+
+    /// `diag(XᵀX)/N`, undamped (the [`Hessian::raw_diag`] of the whole `H`).
+    pub fn finish(self) -> Result<Vec<f64>> {
+        if self.mean.tokens() == 0 {
+            return Err(OptimaError::Empty("no calibration tokens were added to the Hessian".into()));
+        }
+        let tokens = self.mean.tokens() as f64;
+        Ok(self.sums.into_iter().map(|s| s / tokens).collect())
+    }
+}
+
 /// CPU accumulator: the sum of `XᵀX` in f64 (its lower triangle, one SYRK-shaped product per
 /// batch), divided by the token count at the end, so any batch sizes give the same `H` to rounding.
+/// Its diagonal is a [`DiagonalAccumulator`]'s (the SYRK's own diagonal, summed in another order,
+/// is replaced), so a diagonal-only run's masks match a full one's bit for bit.
 #[derive(Clone, Debug)]
 pub struct CpuHessianAccumulator {
     sum: Mat<f64>,
-    mean: RunningMean,
+    /// The diagonal, and the batch checks and token count.
+    diagonal: DiagonalAccumulator,
     parallelism: Parallelism,
 }
 
 impl CpuHessianAccumulator {
     /// An empty accumulator for `n` inputs.
     pub fn new(n: usize, parallelism: Parallelism) -> Self {
-        Self { sum: Mat::zeros(n, n), mean: RunningMean::new(n), parallelism }
+        Self { sum: Mat::zeros(n, n), diagonal: DiagonalAccumulator::new(n), parallelism }
     }
 }
 
@@ -108,23 +160,27 @@ pub(crate) fn transposed_f64(x: ArrayView2<'_, f32>) -> Mat<f64> {
 
 impl HessianAccumulator for CpuHessianAccumulator {
     fn add_batch(&mut self, x: ArrayView2<'_, f32>) -> Result<()> {
-        let Some(_) = self.mean.weights_for(x)? else { return Ok(()) };
+        let Some(_) = self.diagonal.mean.weights_for(x)? else { return Ok(()) };
         add_gram_lower(self.sum.as_mut(), transposed_f64(x).as_ref(), 1.0, self.parallelism);
-        self.mean.added(x.nrows());
+        self.diagonal.add_checked(x);
         Ok(())
     }
 
     fn tokens(&self) -> usize {
-        self.mean.tokens()
+        self.diagonal.tokens()
     }
 
     fn finish(self, percdamp: f64) -> Result<Hessian> {
-        let tokens = self.mean.tokens() as f64;
+        let mean = self.diagonal.mean;
+        let tokens = mean.tokens() as f64;
         let mut sum = self.sum;
-        self.mean.finish(
+        let diagonal = self.diagonal;
+        mean.finish(
             || {
                 mirror_lower(sum.as_mut());
-                Ok(sum.as_ref().into_ndarray().mapv(|v| v / tokens))
+                let mut h = sum.as_ref().into_ndarray().mapv(|v| v / tokens);
+                h.diag_mut().assign(&ndarray::Array1::from(diagonal.finish()?));
+                Ok(h)
             },
             percdamp,
         )

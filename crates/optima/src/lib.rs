@@ -55,8 +55,8 @@ pub mod synthetic;
 pub use backend::Device;
 pub use backend::Parallelism;
 pub use error::{OptimaError, Result};
-pub use hessian::{CpuHessianAccumulator, HessianAccumulator};
-pub use mask::{MagnitudeMasker, Masker, WandaMasker};
+pub use hessian::{CpuHessianAccumulator, DiagonalAccumulator, HessianAccumulator};
+pub use mask::{DiagonalMasker, MagnitudeMasker, Masker, WandaMasker};
 pub use problem::{
     DEFAULT_PERCDAMP, Hessian, LayerProblem, Mask, RatioScope, RowReport, RowStatus, Solution, SolveReport,
     SparsityPattern,
@@ -66,8 +66,8 @@ pub use solve::{AutoSettings, AutoSolver, DirectForm, DirectSettings, DirectSolv
 /// Everything a caller usually needs, in one import.
 pub mod prelude {
     pub use crate::{
-        AutoSettings, AutoSolver, CpuHessianAccumulator, DEFAULT_PERCDAMP, Device, DirectSettings, DirectSolver,
-        Hessian, HessianAccumulator, LayerProblem, MagnitudeMasker, Mask, Masker, Parallelism, QpSolver, Solution,
-        SolveReport, SolverSpec, SparsityPattern, WandaMasker,
+        AutoSettings, AutoSolver, CpuHessianAccumulator, DEFAULT_PERCDAMP, Device, DiagonalAccumulator, DiagonalMasker,
+        DirectSettings, DirectSolver, Hessian, HessianAccumulator, LayerProblem, MagnitudeMasker, Mask, Masker,
+        Parallelism, QpSolver, Solution, SolveReport, SolverSpec, SparsityPattern, WandaMasker,
     };
 }

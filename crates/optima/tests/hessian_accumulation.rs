@@ -42,3 +42,69 @@ fn an_empty_accumulator_and_a_wrong_width_are_errors() {
     ));
     assert_eq!(acc.tokens(), 0);
 }
+
+/// A diagonal accumulator's `diag(XᵀX)/N` is the whole accumulator's diagonal to the bit, at real
+/// layer widths, batch sizes past a GEMM's blocking, and any thread count; and a diagonal masker
+/// chooses the same mask from either.
+#[test]
+fn the_diagonal_alone_is_the_whole_hessians_diagonal_to_the_bit() {
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+    let mut rng = StdRng::seed_from_u64(7);
+    for (n, batches) in [(576, vec![256, 256, 37]), (1536, vec![300, 1]), (40, vec![2048, 5, 0, 17])] {
+        let xs: Vec<Array2<f32>> = batches
+            .iter()
+            .map(|&b| Array2::from_shape_fn((b, n), |_| rng.random_range(-3.0..3.0f32) * rng.random_range(0.0..1.0f32)))
+            .collect();
+        let mut diagonal = DiagonalAccumulator::new(n);
+        xs.iter().for_each(|x| diagonal.add_batch(x.view()).unwrap());
+        assert_eq!(diagonal.tokens(), batches.iter().sum::<usize>());
+        let diagonal = diagonal.finish().unwrap();
+        for par in [Parallelism::Sequential, Parallelism::Threads(2), Parallelism::Threads(3)] {
+            let mut whole = CpuHessianAccumulator::new(n, par);
+            xs.iter().for_each(|x| whole.add_batch(x.view()).unwrap());
+            let h = whole.finish(0.01).unwrap();
+            let bits = |d: &[f64]| d.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(h.raw_diag()), bits(&diagonal), "n = {n}, {par:?}");
+            let weight = Array2::from_shape_fn((24, n), |_| rng.random_range(-1.0..1.0f64));
+            for pattern in ["0.5", "0.7/layer", "2:4"] {
+                let pattern: SparsityPattern = pattern.parse().unwrap();
+                let from_h = WandaMasker.select(weight.view(), &h, &pattern).unwrap();
+                let from_diagonal = WandaMasker.select_from_diagonal(weight.view(), &diagonal, &pattern).unwrap();
+                assert_eq!(from_h, from_diagonal, "n = {n}, {pattern}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_diagonal_accumulator_checks_its_batches_as_the_whole_one_does() {
+    let mut acc = DiagonalAccumulator::new(4);
+    assert!(matches!(
+        acc.add_batch(Array2::<f32>::zeros((3, 5)).view()),
+        Err(optima::OptimaError::ShapeMismatch { .. })
+    ));
+    let mut bad = Array2::<f32>::ones((2, 4));
+    bad[[1, 2]] = f32::NAN;
+    assert!(matches!(acc.add_batch(bad.view()), Err(optima::OptimaError::NonFinite { row: 1, col: 2, .. })));
+    acc.add_batch(Array2::<f32>::zeros((0, 4)).view()).unwrap();
+    assert!(matches!(acc.finish(), Err(optima::OptimaError::Empty(_))));
+    let mut acc = DiagonalAccumulator::new(2);
+    acc.add_batch(ndarray::array![[1.0f32, -2.0], [3.0, 0.0]].view()).unwrap();
+    assert_eq!(acc.finish().unwrap(), vec![5.0, 2.0]);
+}
+
+#[test]
+fn diagonal_maskers_refuse_a_diagonal_of_the_wrong_length_sign_or_value() {
+    let weight = Array2::from_shape_fn((2, 4), |(i, j)| (i + j) as f64 - 1.5);
+    let pattern: SparsityPattern = "0.5".parse().unwrap();
+    let wrong = |d: &[f64]| WandaMasker.select_from_diagonal(weight.view(), d, &pattern).unwrap_err();
+    assert!(matches!(wrong(&[1.0; 3]), optima::OptimaError::ShapeMismatch { .. }));
+    assert!(matches!(wrong(&[1.0, -1.0, 1.0, 1.0]), optima::OptimaError::NegativeDiagonal { index: 1, .. }));
+    assert!(matches!(wrong(&[1.0, 1.0, f64::INFINITY, 1.0]), optima::OptimaError::NonFinite { .. }));
+    assert!(MagnitudeMasker.select_from_diagonal(weight.view(), &[1.0; 3], &pattern).is_err());
+    let mask = MagnitudeMasker.select_from_diagonal(weight.view(), &[0.0; 4], &pattern).unwrap();
+    assert_eq!(
+        mask,
+        MagnitudeMasker.select(weight.view(), &Hessian::new(Array2::eye(4), 0.01).unwrap(), &pattern).unwrap()
+    );
+}

@@ -17,7 +17,9 @@ use super::settings::{MaskerChoice, PruneSettings};
 use optima::backend::Parallelism;
 use optima::error::{OptimaError, Result};
 use optima::hessian::dense_target;
-use optima::mask::{MagnitudeMasker, MaskRefiner, Masker, Proposal, Refinement, SparseGptMasker, WandaMasker};
+use optima::mask::{
+    DiagonalMasker, MagnitudeMasker, MaskRefiner, Masker, Proposal, Refinement, SparseGptMasker, WandaMasker,
+};
 use optima::memory::Bytes;
 use optima::problem::{Hessian, LayerProblem, Mask, RowStatus, SolveReport, SparsityPattern};
 use optima::solve::{QpSolver, RowChunked, SolverSpec, SparseGptSettings, evaluate};
@@ -231,9 +233,9 @@ pub(crate) fn prune_layer(
         rows: m,
         cols: problem.cols(),
         sparsity: final_problem.mask().sparsity(),
-        error_before: report.error_before,
-        error_after: report.error_after,
-        kkt_residual: report.kkt_residual,
+        error_before: Some(report.error_before),
+        error_after: Some(report.error_after),
+        kkt_residual: Some(report.kkt_residual),
         iterations: report.iterations,
         failed_rows: report.failed_rows,
         chunks: report.chunks,
@@ -242,6 +244,55 @@ pub(crate) fn prune_layer(
         refinement: refinement.map(|r| r.record(!on_start_mask && start_problem.is_some(), support_errors)),
         mask_seconds,
         solve_seconds,
+    })
+}
+
+/// Masks one layer from the diagonal of its input's Hessian alone, for a run that needs nothing
+/// more ([`PruneSettings::diagonal_only`]): `masker`'s mask on the weights in `out`, whose pruned
+/// entries become exactly 0 and the rest stay as they are — the bits [`prune_layer`] writes
+/// without an update. The layer error `E` and the KKT residual are not measured (`None`).
+pub(crate) fn mask_layer(
+    block: usize,
+    kind: LinearKind,
+    diagonal: &[f64],
+    pattern: SparsityPattern,
+    masker: MaskerChoice,
+    out: &mut Array2<f32>,
+) -> Result<LayerRecord> {
+    let t = Instant::now();
+    let weight = out.mapv(f64::from);
+    let mask = match masker {
+        MaskerChoice::Magnitude => MagnitudeMasker.select_from_diagonal(weight.view(), diagonal, &pattern)?,
+        MaskerChoice::Wanda => WandaMasker.select_from_diagonal(weight.view(), diagonal, &pattern)?,
+        MaskerChoice::SparseGpt => {
+            return Err(OptimaError::Internal(format!("{kind}: SparseGPT's mask needs the whole Hessian")));
+        }
+    };
+    let mask_seconds = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    ndarray::Zip::indexed(&mut *out).for_each(|(i, j), v| {
+        if mask.is_pruned(i, j) {
+            *v = 0.0;
+        }
+    });
+    Ok(LayerRecord {
+        block,
+        layer: kind,
+        ratio: pattern.sparsity(),
+        rows: mask.rows(),
+        cols: mask.cols(),
+        sparsity: mask.sparsity(),
+        error_before: None,
+        error_after: None,
+        kkt_residual: None,
+        iterations: 0,
+        failed_rows: 0,
+        chunks: 1,
+        update_kept: false,
+        held_out: None,
+        refinement: None,
+        mask_seconds,
+        solve_seconds: t.elapsed().as_secs_f64(),
     })
 }
 
@@ -310,6 +361,7 @@ mod tests {
             memory_budget: None,
             save_problems: None,
             allocation: optima::allocation::AllocationSettings::default(),
+            layer_error: false,
         }
     }
 
@@ -369,6 +421,7 @@ mod tests {
             assert!(v == 0.0 || v == weight[[i, j]] as f32, "kept weights stay dense at ({i}, {j})");
         }
         assert_eq!(record.error_after, record.error_before, "the report is the mask's own");
+        assert!(record.error_before.is_some(), "a run with an update measures E");
     }
 
     #[test]

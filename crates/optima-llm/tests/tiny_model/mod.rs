@@ -89,6 +89,7 @@ pub fn settings(pattern: &str, masker: MaskerChoice, update: &str) -> PruneSetti
         memory_budget: None,
         save_problems: None,
         allocation: optima::allocation::AllocationSettings::default(),
+        layer_error: false,
     }
 }
 

@@ -224,7 +224,7 @@ impl MaskRefiner {
         pattern: &SparsityPattern,
         start: &Mask,
     ) -> Result<()> {
-        check_inputs(weight, hessian)?;
+        check_inputs(weight, hessian.raw_diag())?;
         pattern.validate(weight.ncols())?;
         start.validate(pattern)?;
         if start.rows() != weight.nrows() || start.cols() != weight.ncols() {
