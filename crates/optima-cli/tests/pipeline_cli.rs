@@ -250,11 +250,13 @@ fn presets_run_their_recipes_and_explicit_flags_override_them() {
     // the presets, explicit flags either way.
     assert_eq!(prune(&[])["held_out"], json!(null), "4 sequences are too few to hold 1 in 8 out");
     let held = prune(&["--calib-seqs", "8"]);
-    assert_eq!(held["held_out"], json!({ "every": 8, "grid": [0.01, 0.03, 0.1, 0.3] }));
+    assert_eq!(held["held_out"], json!({ "every": 8, "grid": [0.01, 0.03, 0.1, 0.3], "damps_refinement": true }));
+    let at_run = prune(&["--calib-seqs", "8", "--refine-damping", "run"]);
+    assert_eq!(at_run["held_out"]["damps_refinement"], false);
     let chosen: u64 = held["dampings_chosen"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
     assert_eq!(chosen, held["updates_kept"].as_u64().unwrap());
     let explicit = prune(&["--preset", "sparsegpt", "--held-out", "2", "--damping-grid", "0.1,1"]);
-    assert_eq!(explicit["held_out"], json!({ "every": 2, "grid": [0.1, 1.0] }));
+    assert_eq!(explicit["held_out"], json!({ "every": 2, "grid": [0.1, 1.0], "damps_refinement": true }));
     assert_eq!(prune(&["--calib-seqs", "8", "--held-out", "0"])["held_out"], json!(null));
     assert_eq!(prune(&["--calib-seqs", "8", "--solver", "none"])["held_out"], json!(null), "nothing to choose");
     let refused = |extra: &[&str], says: &str| {
@@ -268,6 +270,8 @@ fn presets_run_their_recipes_and_explicit_flags_override_them() {
     refused(&["--preset", "wanda", "--damping-grid", "0.1"], "--damping-grid needs --held-out");
     refused(&["--held-out", "2", "--solver", "none"], "needs a weight update");
     refused(&["--held-out", "8"], "needs at least 8 sequences");
+    refused(&["--held-out", "0", "--refine-damping", "held-out"], "--refine-damping held-out needs --held-out");
+    refused(&["--refine-damping", "fixed"], "choose held-out or run");
     let t = s(&text);
     refused(
         &["--eval", &t, "--eval", &t, "--start-char", "1", "--start-char", "2", "--start-char", "3"],
