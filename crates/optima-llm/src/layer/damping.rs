@@ -105,12 +105,15 @@ impl<'a> GridSample<'a> {
 /// The update at the damping of `grid` with the lowest held-out error (docs/math.md, "Damping from
 /// held-out tokens"), its report, and the record of the choice against `baseline`. With an
 /// `alternative` mask, that mask's update at the chosen damping competes on the same rows, and the
-/// winner is the one solved in full.
+/// winner is the one solved in full. `start` is the starting mask's best on the sample at `grid`'s
+/// one damping when the caller has it already (the refinement's search): the alternative's, or the
+/// problem's own when there is no alternative; it is not solved again.
 #[allow(clippy::too_many_arguments)] // The layer's fit, both masks, the grid and the scoring parts.
 pub(super) fn choose_damping(
     fit: &LayerFit<'_>,
     problem: &LayerProblem,
     alternative: Option<&Mask>,
+    start: Option<GridBest>,
     grid: &[f64],
     baseline: &Array2<f64>,
     held_out: &HeldOut,
@@ -119,12 +122,19 @@ pub(super) fn choose_damping(
 ) -> Result<Choice> {
     let sample = GridSample::new(fit, held_out);
     let scorer = sample.scorer(par)?;
-    let GridBest { error, hessian, weights, report } = sample.best(&scorer, grid, problem.mask(), solve, par)?;
+    let (main, start) = match (alternative, start) {
+        (None, Some(start)) => (start, None),
+        (_, start) => (sample.best(&scorer, grid, problem.mask(), solve, par)?, start),
+    };
+    let GridBest { error, hessian, weights, report } = main;
     let damping = hessian.percdamp();
     let mut winner = (problem.mask(), weights, report, false);
     let mut support_errors = None;
     if let Some(other) = alternative {
-        let other_best = sample.best(&scorer, &[damping], other, solve, par)?;
+        let other_best = match start {
+            Some(best) => best,
+            None => sample.best(&scorer, &[damping], other, solve, par)?,
+        };
         support_errors = Some(SupportErrors { start: other_best.error, refined: error });
         if other_best.error < error {
             winner = (other, other_best.weights, other_best.report, true);

@@ -91,13 +91,15 @@ pub(crate) fn prune_layer(
     };
     // With held-out tokens that damp the refinement, ADMM searches at the damping the grid chose
     // for the starting mask; otherwise at the run's.
-    let search_hessian = match (&settings.refine, fit.held_out, settings.held_out.as_ref()) {
+    // The search's grid result on the starting mask is the update's answer on it, not solved twice.
+    let mut search_best = match (&settings.refine, fit.held_out, settings.held_out.as_ref()) {
         (Some(_), Some(held_out), Some(selection)) if selection.damps_refinement => {
             let sample = GridSample::new(&fit, held_out);
-            Some(sample.best(&sample.scorer(par)?, &selection.grid, &start_mask, &solve, par)?.hessian)
+            Some(sample.best(&sample.scorer(par)?, &selection.grid, &start_mask, &solve, par)?)
         }
         _ => None,
     };
+    let search_hessian = search_best.as_ref().map(|best| best.hessian.clone());
     let search_weight = search_hessian.as_ref().map(|h| target(&fit, h, par)).transpose()?;
     let (search_weight, search_h) = match (&search_weight, &search_hessian) {
         (Some(w), Some(h)) => (w.view(), h),
@@ -195,7 +197,7 @@ pub(crate) fn prune_layer(
                 let baseline_name = if own.is_some() { "sparsegpt" } else { "none" };
                 let baseline = own.unwrap_or_else(|| baseline_problem.masked_weight());
                 let alternative = start_problem.as_ref().map(LayerProblem::mask);
-                let choice = choose_damping(&fit, &problem, alternative, grid, &baseline, held_out, &solve, par)?;
+                let choice = choose_damping(&fit, &problem, alternative, search_best.take(), grid, &baseline, held_out, &solve, par)?;
                 support_errors = choice.support_errors;
                 if choice.record.error_update < choice.record.error_baseline {
                     (choice.weights, choice.report, true, Some(choice.record), choice.alternative)
