@@ -4,7 +4,8 @@
 # and a sparsity sweep. Every run is evaluated on two texts: the Jargon File (the protocol) and the
 # GNU Coding Standards (a second text nothing was tuned on). Hours on 2 cores: each run is skipped
 # when its result exists and the table is rewritten after every run, so an interrupted script can
-# simply be started again; `./scripts/results.sh quick` runs only the 50% and 2:4 rows.
+# simply be started again; `./scripts/results.sh quick` runs only the 50% and 2:4 rows, and
+# `./scripts/results.sh only TAG...` only the planned runs named (then the plot, not the table).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=assets/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -49,7 +50,8 @@ runs=(
   "magnitude-default-2of4|--pattern 2:4 --masker magnitude --refine 0"
   "sparsegpt-mask-default-2of4|--pattern 2:4 --masker sparsegpt --refine 0"
 )
-if [ "${1:-}" != quick ]; then
+mode=${1:-all}
+if [ "$mode" != quick ]; then
   for s in 0.7; do
     runs+=("sparsegpt-$s|--preset sparsegpt --pattern $s" "norefine-$s|--pattern $s --refine 0" "wanda-$s|--preset wanda --pattern $s" "default-$s|--pattern $s")
   done
@@ -57,6 +59,8 @@ if [ "${1:-}" != quick ]; then
     "norefine-0.5-128x512|--pattern 0.5 --refine 0 --calib-seqs 128 --seq-len 512"
     "sparsegpt-0.5-128x512|--preset sparsegpt --pattern 0.5 --calib-seqs 128 --seq-len 512"
     "sparsegpt-mask-default-0.5|--masker sparsegpt --refine 0 --pattern 0.5"
+    "default-0.5-128x2048|--pattern 0.5 --calib-seqs 128 --seq-len 2048"
+    "sparsegpt-0.5-128x2048|--preset sparsegpt --pattern 0.5 --calib-seqs 128 --seq-len 2048"
   )
   for s in 0.6 0.3; do
     runs+=("sparsegpt-$s|--preset sparsegpt --pattern $s" "norefine-$s|--pattern $s --refine 0" "wanda-$s|--preset wanda --pattern $s" "default-$s|--pattern $s")
@@ -70,6 +74,16 @@ if [ "${1:-}" != quick ]; then
     runs+=("sparsegpt-$s|--preset sparsegpt --pattern $s" "norefine-$s|--pattern $s --refine 0" "wanda-$s|--preset wanda --pattern $s" "default-$s|--pattern $s")
   done
 fi
+if [ "$mode" = only ]; then
+  shift
+  wanted=" $* "
+  chosen=()
+  for run in "${runs[@]}"; do
+    [[ "$wanted" == *" ${run%%|*} "* ]] && chosen+=("$run")
+  done
+  [ "${#chosen[@]}" -eq "$#" ] || { echo "results.sh only: a tag is not planned here: $*" >&2; exit 2; }
+  runs=("${chosen[@]}")
+fi
 for run in "${runs[@]}"; do
   tag="${run%%|*}"
   read -r -a flags <<<"${run#*|}"
@@ -79,7 +93,7 @@ for run in "${runs[@]}"; do
       "${texts[@]}" --json > "$out/$tag.tmp"
     mv "$out/$tag.tmp" "$out/$tag.json"
   fi
-  ./scripts/results-table.py > docs/results.md.tmp && mv docs/results.md.tmp docs/results.md
+  [ "$mode" = only ] || { ./scripts/results-table.py > docs/results.md.tmp && mv docs/results.md.tmp docs/results.md; }
 done
 ./scripts/results-plot.sh
-cat docs/results.md
+[ "$mode" = only ] || cat docs/results.md
