@@ -51,6 +51,7 @@ ROWS = [
     ("sparsegpt", "`--preset sparsegpt` (SparseGPT's mask and update, 1%)"),
     ("sparsegpt-sequential", "`--preset sparsegpt --in-block sequential`"),
     ("wanda", "`--preset wanda` (Wanda's mask, no update)"),
+    ("wanda-sequential", "`--preset wanda --in-block sequential` (Wanda's mask, layers in order)"),
     ("optima-paper", "`--preset optima-paper` (Wanda + pdhg 1e-2, kept if it lowers the loss)"),
     ("magnitude", "magnitude mask alone (`--masker magnitude --solver none`, in order)"),
     ("magnitude-default", "magnitude mask + the default's update (`--masker magnitude --refine 0`)"),
@@ -117,10 +118,11 @@ for pattern, suffix in [("50% unstructured", "0.5"), ("2:4", "2of4")]:
                 missing.append(f"{tag} {pattern}")
             continue
         lines.append(line)
-    for tag, label in [("sparsegpt", "`--preset sparsegpt`"), ("norefine", "the default without refinement"), ("default", "default")]:
-        line = row(f"{tag}-{suffix}-128x512", label + ", 128 × 512 calibration tokens")
-        if line:
-            lines.append(line)
+    for calibration in ("128x512", "128x2048"):
+        for tag, label in [("sparsegpt", "`--preset sparsegpt`"), ("norefine", "the default without refinement"), ("default", "default")]:
+            line = row(f"{tag}-{suffix}-{calibration}", f"{label}, {calibration.replace('x', ' × ')} calibration tokens")
+            if line:
+                lines.append(line)
     base, ours = load(f"sparsegpt-{suffix}"), load(f"default-{suffix}")
     if base and ours:
         gains = [100 * (1 - o / b) for o, b in zip(ppls(ours), ppls(base))]
@@ -168,6 +170,7 @@ levers = [
     ("Held-out dampings: exact with them against exact at 1%, both in order", "norefine-{}", "auto-sequential-{}"),
     ("Row-sampled grid against the grid on every row", "norefine-{}", "default-fullgrid-{}"),
     ("SparseGPT in order against in one pass", "sparsegpt-sequential-{}", "sparsegpt-{}"),
+    ("Wanda in order against in one pass", "wanda-sequential-{}", "wanda-{}"),
     ("Exact update (held-out dampings) on Wanda's mask against the mask alone", "norefine-{}", "wanda-{}"),
     ("Exact update (held-out dampings) on the magnitude mask against the mask alone", "magnitude-default-{}", "magnitude-{}"),
     ("The default's update on SparseGPT's mask against SparseGPT's own", "sparsegpt-mask-default-{}", "sparsegpt-{}"),
@@ -177,6 +180,8 @@ levers = [
     ("Refinement's ADMM from the exact fit against from the masked weights", "default-{}", "refine-masked-{}"),
     ("128 × 512 calibration tokens against 32 × 256, the default without refinement", "norefine-{}-128x512", "norefine-{}"),
     ("128 × 512 calibration tokens against 32 × 256, `--preset sparsegpt`", "sparsegpt-{}-128x512", "sparsegpt-{}"),
+    ("128 × 2048 calibration tokens against 32 × 256, the default", "default-{}-128x2048", "default-{}"),
+    ("128 × 2048 calibration tokens against 32 × 256, `--preset sparsegpt`", "sparsegpt-{}-128x2048", "sparsegpt-{}"),
 ]
 found = []
 for label, a, b in levers:

@@ -35,6 +35,7 @@ runs=(
   "auto-sequential-0.5|--held-out 0 --refine 0 --pattern 0.5"
   "auto-parallel-0.5|--in-block parallel --held-out 0 --refine 0 --pattern 0.5"
   "sparsegpt-sequential-0.5|--preset sparsegpt --in-block sequential --pattern 0.5"
+  "wanda-sequential-0.5|--preset wanda --in-block sequential --pattern 0.5"
   "sparsegpt-2of4|--preset sparsegpt --pattern 2:4"
   "default-2of4|--pattern 2:4"
   "norefine-2of4|--pattern 2:4 --refine 0"
