@@ -1,7 +1,7 @@
 //! One transformer block's weights, their checks, and its forward pass.
 
 use faer::Par;
-use ndarray::{Array2, ArrayView2, Axis, Zip};
+use ndarray::{Array2, ArrayView2, Axis};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use rand_distr::StandardNormal;
 use rayon::prelude::*;
@@ -202,7 +202,7 @@ impl LlamaBlock {
         let par = Par::rayon(0);
         let mut gate = linear(hn, self.gate.view(), par);
         let up = linear(hn, self.up.view(), par);
-        Zip::from(&mut gate).and(&up).par_for_each(|g, &u| *g = silu(*g) * u);
+        swiglu(gate.view_mut(), up.view());
         Ok(gate)
     }
 
