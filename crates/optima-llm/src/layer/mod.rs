@@ -197,7 +197,17 @@ pub(crate) fn prune_layer(
                 let baseline_name = if own.is_some() { "sparsegpt" } else { "none" };
                 let baseline = own.unwrap_or_else(|| baseline_problem.masked_weight());
                 let alternative = start_problem.as_ref().map(LayerProblem::mask);
-                let choice = choose_damping(&fit, &problem, alternative, search_best.take(), grid, &baseline, held_out, &solve, par)?;
+                let choice = choose_damping(
+                    &fit,
+                    &problem,
+                    alternative,
+                    search_best.take(),
+                    grid,
+                    &baseline,
+                    held_out,
+                    &solve,
+                    par,
+                )?;
                 support_errors = choice.support_errors;
                 if choice.record.error_update < choice.record.error_baseline {
                     (choice.weights, choice.report, true, Some(choice.record), choice.alternative)
