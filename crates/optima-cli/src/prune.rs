@@ -6,6 +6,7 @@ use std::time::Instant;
 use clap::Args;
 use optima::allocation::{AllocationMethod, AllocationSettings};
 use optima::backend::Device;
+use optima::hessian::HessianPrecision;
 use optima::mask::WarmStart;
 use optima::memory::Bytes;
 use optima::solve::SolverSpec;
@@ -153,6 +154,11 @@ pub struct PruneArgs {
     /// this accumulates the whole Hessians instead. The pruned weights are the same either way.
     #[arg(long)]
     layer_error: bool,
+    /// Arithmetic of the Hessians' products XᵀX: f64 (the default), or f32 products added into
+    /// f64 sums, about twice as fast on a CPU (relative error about 1e-6 of max |H|, the diagonal
+    /// kept exact; the dense objective's statistics stay f64).
+    #[arg(long, default_value = "f64")]
+    hessian_precision: HessianPrecision,
     /// Evaluate perplexity of the pruned model on this text; repeat the flag for several texts.
     #[arg(long)]
     eval: Vec<PathBuf>,
@@ -253,6 +259,7 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         save_problems: args.save_problems.clone(),
         allocation,
         layer_error: args.layer_error,
+        hessian_precision: args.hessian_precision,
     };
     // The budget covers the whole process: the file as mapped and its f32 weights come first.
     let file_bytes = loaded.source.mapped_bytes();
@@ -338,6 +345,7 @@ pub fn run(args: PruneArgs) -> optima::Result<()> {
         "objective": recipe.objective,
         "in_block": recipe.order,
         "damping": recipe.percdamp,
+        "hessian_precision": args.hessian_precision,
         "keep_only_improving": recipe.keep_only_improving,
         "held_out": recipe.held_out,
         "refine": recipe.refine,

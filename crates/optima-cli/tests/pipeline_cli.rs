@@ -272,6 +272,14 @@ fn presets_run_their_recipes_and_explicit_flags_override_them() {
     refused(&["--held-out", "8"], "needs at least 8 sequences");
     refused(&["--held-out", "0", "--refine-damping", "held-out"], "--refine-damping held-out needs --held-out");
     refused(&["--refine-damping", "fixed"], "choose held-out or run");
+    // f32 Hessian products: named in the recipe, the same fit to their rounding.
+    let exact = |precision: &str| prune(&["--held-out", "0", "--refine", "0", "--hessian-precision", precision]);
+    let (f64_run, f32_run) = (exact("f64"), exact("f32"));
+    assert_eq!((&f64_run["hessian_precision"], &f32_run["hessian_precision"]), (&json!("f64"), &json!("f32")));
+    assert_eq!(prune(&[])["hessian_precision"], "f64", "f64 by default");
+    let error = |v: &serde_json::Value| v["mean_error_after"].as_f64().unwrap();
+    assert!((error(&f64_run) - error(&f32_run)).abs() <= 1e-4 * error(&f64_run), "{f64_run} against {f32_run}");
+    refused(&["--hessian-precision", "f16"], "choose f64 or f32");
     let t = s(&text);
     refused(
         &["--eval", &t, "--eval", &t, "--start-char", "1", "--start-char", "2", "--start-char", "3"],

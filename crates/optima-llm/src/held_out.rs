@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use optima::backend::Parallelism;
 use optima::error::{OptimaError, Result};
-use optima::hessian::{CpuHessianAccumulator, CrossAccumulator, HessianAccumulator};
+use optima::hessian::{CpuHessianAccumulator, CrossAccumulator, HessianAccumulator, HessianPrecision};
 
 /// How a run chooses each layer's damping from held-out calibration sequences.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -184,16 +184,17 @@ pub(crate) enum HeldOutAccumulator {
     /// Layer objective: `H` alone.
     Layer(CpuHessianAccumulator),
     /// Dense objective: `H` and `C`, and `D`.
-    Dense(CrossAccumulator, CpuHessianAccumulator),
+    Dense(Box<CrossAccumulator>, CpuHessianAccumulator),
 }
 
 impl HeldOutAccumulator {
-    /// An empty accumulator for `n` inputs, with (`dense`) or without the dense statistics.
-    pub(crate) fn new(n: usize, dense: bool, parallelism: Parallelism) -> Self {
+    /// An empty accumulator for `n` inputs, with (`dense`, always in f64) or without the dense
+    /// statistics; the layer objective's `H` at `precision`, like the fitted tokens' own.
+    pub(crate) fn new(n: usize, dense: bool, parallelism: Parallelism, precision: HessianPrecision) -> Self {
         if dense {
-            Self::Dense(CrossAccumulator::new(n, parallelism), CpuHessianAccumulator::new(n, parallelism))
+            Self::Dense(Box::new(CrossAccumulator::new(n, parallelism)), CpuHessianAccumulator::new(n, parallelism))
         } else {
-            Self::Layer(CpuHessianAccumulator::new(n, parallelism))
+            Self::Layer(CpuHessianAccumulator::with_precision(n, parallelism, precision))
         }
     }
 
@@ -214,7 +215,7 @@ impl HeldOutAccumulator {
         match self {
             Self::Layer(h) => Ok(HeldOut { hessian: h.finish(0.0)?.undamped(), dense: None }),
             Self::Dense(cross, d) => {
-                let (h, c) = cross.finish(0.0)?;
+                let (h, c) = (*cross).finish(0.0)?;
                 Ok(HeldOut { hessian: h.undamped(), dense: Some((c, d.finish(0.0)?.undamped())) })
             }
         }

@@ -21,7 +21,7 @@ pub use super::settings::{InBlockOrder, MaskerChoice, Objective, PruneSettings};
 use super::stages::{StageAccumulator, StageStatistics, Stream, run_stage};
 use optima::backend::{Device, Parallelism};
 use optima::error::{OptimaError, Result};
-use optima::hessian::{CrossAccumulator, DeviceHessianAccumulator, DiagonalAccumulator};
+use optima::hessian::{CrossAccumulator, DeviceHessianAccumulator, DiagonalAccumulator, HessianPrecision};
 use optima::memory::{Bytes, MemoryEstimate};
 use optima::solve::{QpSolver, SolverSpec, problem_memory};
 
@@ -273,11 +273,13 @@ pub fn prune_model_resumable(
             let dim = stage.dim(&config);
             let mut accumulator = match &dense_stream {
                 _ if settings.diagonal_only() => StageAccumulator::Diagonal(DiagonalAccumulator::new(dim)),
-                None => StageAccumulator::Layer(device.accumulator(dim, par)?),
+                None => StageAccumulator::Layer(device.accumulator(dim, par, settings.hessian_precision)?),
                 Some(_) => StageAccumulator::Dense(CrossAccumulator::new(dim, par)),
             };
-            let mut held_out_accumulator =
-                settings.held_out.as_ref().map(|_| HeldOutAccumulator::new(dim, dense_stream.is_some(), par));
+            let mut held_out_accumulator = settings
+                .held_out
+                .as_ref()
+                .map(|_| HeldOutAccumulator::new(dim, dense_stream.is_some(), par, settings.hessian_precision));
             let current = match settings.order {
                 InBlockOrder::Sequential => model.blocks.get(b).unwrap_or(&original),
                 InBlockOrder::Parallel => &original,
@@ -430,11 +432,11 @@ impl Compute {
         }
     }
 
-    fn accumulator(&self, n: usize, par: Parallelism) -> Result<DeviceHessianAccumulator> {
+    fn accumulator(&self, n: usize, par: Parallelism, precision: HessianPrecision) -> Result<DeviceHessianAccumulator> {
         match self {
-            Self::Cpu => Ok(DeviceHessianAccumulator::cpu(n, par)),
+            Self::Cpu => Ok(DeviceHessianAccumulator::cpu(n, par, precision)),
             #[cfg(feature = "cuda")]
-            Self::Cuda(backend) => DeviceHessianAccumulator::cuda(backend.clone(), n),
+            Self::Cuda(backend) => DeviceHessianAccumulator::cuda(backend.clone(), n, precision),
         }
     }
 }

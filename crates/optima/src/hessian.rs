@@ -1,12 +1,12 @@
 //! Streaming accumulation of `H = XᵀX / N` from calibration activations.
 
-use faer::Mat;
+use faer::{Accum, Mat};
 use faer_ext::IntoNdarray;
 use ndarray::ArrayView2;
 
 use crate::backend::{
     Parallelism,
-    cpu::{add_gram_lower, mirror_lower},
+    cpu::{gram_lower, mirror_lower},
 };
 use crate::error::{OptimaError, Result};
 use crate::problem::Hessian;
@@ -16,8 +16,38 @@ mod cuda;
 mod target;
 
 #[cfg(feature = "cuda")]
-pub use cuda::{CudaHessianAccumulator, HessianPrecision};
+pub use cuda::CudaHessianAccumulator;
 pub use target::{CrossAccumulator, dense_target};
+
+/// Arithmetic of a Hessian accumulation's products `XᵀX`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
+pub enum HessianPrecision {
+    /// f64 products and sums (the default): the CPU's and a device's agree to rounding.
+    #[default]
+    F64,
+    /// f32 products (exact f32, no TF32), at about twice a CPU's f64 rate: relative error about
+    /// `1e-6` of `max |H|`, far below the damping's `1e-2` of its mean diagonal. The CPU adds
+    /// each batch's f32 product into its f64 sum and keeps the diagonal exact (so diagonal masks
+    /// are the same bits as at f64); a device keeps the whole sum in f32.
+    F32,
+}
+
+impl std::str::FromStr for HessianPrecision {
+    type Err = OptimaError;
+
+    /// `f64` or `f32`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f64" => Ok(Self::F64),
+            "f32" => Ok(Self::F32),
+            other => {
+                Err(OptimaError::InvalidSetting(format!("unknown Hessian precision {other:?}; choose f64 or f32")))
+            }
+        }
+    }
+}
 
 /// Builds a layer Hessian from batches of inputs (tokens × n), batch after batch.
 pub trait HessianAccumulator {
@@ -130,38 +160,70 @@ impl DiagonalAccumulator {
 }
 
 /// CPU accumulator: the sum of `XᵀX` in f64 (its lower triangle, one SYRK-shaped product per
-/// batch), divided by the token count at the end, so any batch sizes give the same `H` to rounding.
-/// Its diagonal is a [`DiagonalAccumulator`]'s (the SYRK's own diagonal, summed in another order,
-/// is replaced), so a diagonal-only run's masks match a full one's bit for bit.
+/// batch, in f64 or, at [`HessianPrecision::F32`], in f32 and then added), divided by the token
+/// count at the end, so any batch sizes give the same `H` to rounding. Its diagonal is a
+/// [`DiagonalAccumulator`]'s (the SYRK's own diagonal, summed in another order, is replaced), so a
+/// diagonal-only run's masks match a full one's bit for bit, at either precision.
 #[derive(Clone, Debug)]
 pub struct CpuHessianAccumulator {
     sum: Mat<f64>,
     /// The diagonal, and the batch checks and token count.
     diagonal: DiagonalAccumulator,
     parallelism: Parallelism,
+    /// At f32: the batch's product, reused batch after batch.
+    batch: Option<Mat<f32>>,
 }
 
 impl CpuHessianAccumulator {
-    /// An empty accumulator for `n` inputs.
+    /// An empty accumulator for `n` inputs, with f64 products.
     pub fn new(n: usize, parallelism: Parallelism) -> Self {
-        Self { sum: Mat::zeros(n, n), diagonal: DiagonalAccumulator::new(n), parallelism }
+        Self::with_precision(n, parallelism, HessianPrecision::F64)
     }
+
+    /// An empty accumulator for `n` inputs whose products run at `precision`.
+    pub fn with_precision(n: usize, parallelism: Parallelism, precision: HessianPrecision) -> Self {
+        let batch = (precision == HessianPrecision::F32).then(|| Mat::zeros(n, n));
+        Self { sum: Mat::zeros(n, n), diagonal: DiagonalAccumulator::new(n), parallelism, batch }
+    }
+
+    /// The precision of its products.
+    pub fn precision(&self) -> HessianPrecision {
+        if self.batch.is_some() { HessianPrecision::F32 } else { HessianPrecision::F64 }
+    }
+}
+
+/// `xᵀ` (n × tokens), one token per column, read row by row from `x`.
+fn transposed<T: faer::traits::ComplexField + Copy>(x: ArrayView2<'_, f32>, convert: impl Fn(f32) -> T) -> Mat<T> {
+    let (batch, n) = x.dim();
+    let mut xt = Mat::<T>::zeros(n, batch);
+    for (t, row) in x.outer_iter().enumerate() {
+        xt.col_mut(t).iter_mut().zip(row.iter()).for_each(|(d, &v)| *d = convert(v));
+    }
+    xt
 }
 
 /// `xᵀ` in f64 (n × tokens), one token per column, read row by row from `x`.
 pub(crate) fn transposed_f64(x: ArrayView2<'_, f32>) -> Mat<f64> {
-    let (batch, n) = x.dim();
-    let mut xt = Mat::<f64>::zeros(n, batch);
-    for (t, row) in x.outer_iter().enumerate() {
-        xt.col_mut(t).iter_mut().zip(row.iter()).for_each(|(d, &v)| *d = f64::from(v));
-    }
-    xt
+    transposed(x, f64::from)
 }
 
 impl HessianAccumulator for CpuHessianAccumulator {
     fn add_batch(&mut self, x: ArrayView2<'_, f32>) -> Result<()> {
         let Some(_) = self.diagonal.mean.weights_for(x)? else { return Ok(()) };
-        add_gram_lower(self.sum.as_mut(), transposed_f64(x).as_ref(), 1.0, self.parallelism);
+        let par = self.parallelism;
+        match self.batch.as_mut() {
+            None => gram_lower(self.sum.as_mut(), Accum::Add, transposed_f64(x).as_ref(), 1.0, par),
+            Some(batch) => {
+                gram_lower(batch.as_mut(), Accum::Replace, transposed(x, |v| v).as_ref(), 1.0, par);
+                let n = batch.ncols();
+                for j in 0..n {
+                    let (dst, src) = (self.sum.as_mut().col_mut(j), batch.as_ref().col(j));
+                    dst.subrows_mut(j, n - j).iter_mut().zip(src.subrows(j, n - j).iter()).for_each(|(d, &v)| {
+                        *d += f64::from(v);
+                    });
+                }
+            }
+        }
         self.diagonal.add_checked(x);
         Ok(())
     }
@@ -199,15 +261,19 @@ pub enum DeviceHessianAccumulator {
 }
 
 impl DeviceHessianAccumulator {
-    /// An empty accumulator for `n` inputs on the CPU.
-    pub fn cpu(n: usize, parallelism: Parallelism) -> Self {
-        Self::Cpu(CpuHessianAccumulator::new(n, parallelism))
+    /// An empty accumulator for `n` inputs on the CPU, its products at `precision`.
+    pub fn cpu(n: usize, parallelism: Parallelism, precision: HessianPrecision) -> Self {
+        Self::Cpu(CpuHessianAccumulator::with_precision(n, parallelism, precision))
     }
 
-    /// An empty accumulator for `n` inputs on an opened CUDA device (f64 sums).
+    /// An empty accumulator for `n` inputs on an opened CUDA device, at `precision`.
     #[cfg(feature = "cuda")]
-    pub fn cuda(backend: std::sync::Arc<crate::backend::cuda::CudaBackend>, n: usize) -> Result<Self> {
-        Ok(Self::Cuda(CudaHessianAccumulator::new(backend, n, HessianPrecision::F64)?))
+    pub fn cuda(
+        backend: std::sync::Arc<crate::backend::cuda::CudaBackend>,
+        n: usize,
+        precision: HessianPrecision,
+    ) -> Result<Self> {
+        Ok(Self::Cuda(CudaHessianAccumulator::new(backend, n, precision)?))
     }
 }
 

@@ -55,7 +55,7 @@ pub mod synthetic;
 pub use backend::Device;
 pub use backend::Parallelism;
 pub use error::{OptimaError, Result};
-pub use hessian::{CpuHessianAccumulator, DiagonalAccumulator, HessianAccumulator};
+pub use hessian::{CpuHessianAccumulator, DiagonalAccumulator, HessianAccumulator, HessianPrecision};
 pub use mask::{DiagonalMasker, MagnitudeMasker, Masker, WandaMasker};
 pub use problem::{
     DEFAULT_PERCDAMP, Hessian, LayerProblem, Mask, RatioScope, RowReport, RowStatus, Solution, SolveReport,
@@ -67,7 +67,7 @@ pub use solve::{AutoSettings, AutoSolver, DirectForm, DirectSettings, DirectSolv
 pub mod prelude {
     pub use crate::{
         AutoSettings, AutoSolver, CpuHessianAccumulator, DEFAULT_PERCDAMP, Device, DiagonalAccumulator, DiagonalMasker,
-        DirectSettings, DirectSolver, Hessian, HessianAccumulator, LayerProblem, MagnitudeMasker, Mask, Masker,
-        Parallelism, QpSolver, Solution, SolveReport, SolverSpec, SparsityPattern, WandaMasker,
+        DirectSettings, DirectSolver, Hessian, HessianAccumulator, HessianPrecision, LayerProblem, MagnitudeMasker,
+        Mask, Masker, Parallelism, QpSolver, Solution, SolveReport, SolverSpec, SparsityPattern, WandaMasker,
     };
 }

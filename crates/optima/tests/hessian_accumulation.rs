@@ -108,3 +108,35 @@ fn diagonal_maskers_refuse_a_diagonal_of_the_wrong_length_sign_or_value() {
         MagnitudeMasker.select(weight.view(), &Hessian::new(Array2::eye(4), 0.01).unwrap(), &pattern).unwrap()
     );
 }
+
+/// f32 products added into f64 sums: within `1e-6 · max |H|` of the f64 accumulator over several
+/// batches (each batch's product replaces the last one's, none is counted twice), symmetric, and
+/// with the f64 accumulator's diagonal to the bit, so diagonal masks do not move.
+#[test]
+fn f32_products_agree_with_f64_to_their_rounding_and_keep_the_exact_diagonal() {
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+    let mut rng = StdRng::seed_from_u64(11);
+    for (n, batches) in [(576, vec![256, 256, 256, 37]), (97, vec![1, 300, 0, 64])] {
+        let xs: Vec<Array2<f32>> = batches
+            .iter()
+            .map(|&b| Array2::from_shape_fn((b, n), |_| rng.random_range(-3.0..3.0f32) * rng.random_range(0.0..1.0f32)))
+            .collect();
+        let accumulate = |precision: HessianPrecision| {
+            let mut acc = CpuHessianAccumulator::with_precision(n, Parallelism::Threads(2), precision);
+            assert_eq!(acc.precision(), precision);
+            xs.iter().for_each(|x| acc.add_batch(x.view()).unwrap());
+            assert_eq!(acc.tokens(), batches.iter().sum::<usize>());
+            acc.finish(0.01).unwrap()
+        };
+        let (h64, h32) = (accumulate(HessianPrecision::F64), accumulate(HessianPrecision::F32));
+        let scale = h64.matrix().iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        let worst = (&h64.matrix() - &h32.matrix()).iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        assert!(worst <= 1e-6 * scale, "n = {n}: max |ΔH| = {worst:e} against max |H| = {scale:e}");
+        assert!(worst > 0.0, "n = {n}: f32 products round otherwise than f64 ones");
+        assert_eq!(h32.matrix(), h32.matrix().t(), "n = {n}: symmetric");
+        let bits = |d: &[f64]| d.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(h32.raw_diag()), bits(h64.raw_diag()), "n = {n}: the diagonal is exact");
+    }
+    assert_eq!("f32".parse::<HessianPrecision>().unwrap(), HessianPrecision::F32);
+    assert!(matches!("f16".parse::<HessianPrecision>(), Err(optima::OptimaError::InvalidSetting(_))));
+}

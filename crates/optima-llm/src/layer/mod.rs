@@ -99,10 +99,10 @@ pub(crate) fn prune_layer(
         }
         _ => None,
     };
-    let search_hessian = search_best.as_ref().map(|best| best.hessian.clone());
-    let search_weight = search_hessian.as_ref().map(|h| target(&fit, h, par)).transpose()?;
-    let (search_weight, search_h) = match (&search_weight, &search_hessian) {
-        (Some(w), Some(h)) => (w.view(), h),
+    let search_damping = search_best.as_ref().map(|best| best.hessian.percdamp());
+    let search_weight = search_best.as_ref().map(|best| target(&fit, &best.hessian, par)).transpose()?;
+    let (search_weight, search_h) = match (&search_weight, &search_best) {
+        (Some(w), Some(best)) => (w.view(), &best.hessian),
         _ => (weight.view(), &fit.hessian),
     };
     // With held-out tokens, ADMM's support (from the exact solution on the starting mask) is only
@@ -188,7 +188,7 @@ pub(crate) fn prune_layer(
             }
             (Some(_), own, Some(held_out)) => {
                 // A refinement searched at the chosen damping is judged there; else the whole grid.
-                let chosen = search_hessian.as_ref().map(|h| [h.percdamp()]);
+                let chosen = search_damping.map(|d| [d]);
                 let grid = match &chosen {
                     Some(d) => d.as_slice(),
                     None => settings.held_out.as_ref().map(|s| s.grid.as_slice()).unwrap_or_default(),
@@ -374,6 +374,7 @@ mod tests {
             save_problems: None,
             allocation: optima::allocation::AllocationSettings::default(),
             layer_error: false,
+            hessian_precision: Default::default(),
         }
     }
 

@@ -90,6 +90,7 @@ pub fn settings(pattern: &str, masker: MaskerChoice, update: &str) -> PruneSetti
         save_problems: None,
         allocation: optima::allocation::AllocationSettings::default(),
         layer_error: false,
+        hessian_precision: Default::default(),
     }
 }
 

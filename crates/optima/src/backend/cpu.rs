@@ -84,18 +84,25 @@ pub(crate) fn add_gram(dst: MatMut<'_, f64>, beta: f64, x: MatRef<'_, f64>, alph
     for j in 0..n {
         dst.as_mut().col_mut(j).subrows_mut(j, n - j).iter_mut().for_each(|v| *v *= beta);
     }
-    add_gram_lower(dst.as_mut(), x.transpose(), alpha, par);
+    gram_lower(dst.as_mut(), Accum::Add, x.transpose(), alpha, par);
     mirror_lower(dst);
 }
 
 /// `lower(dst) += alpha · Xᵀ (Xᵀ)ᵀ` for `xt = Xᵀ` (n × tokens, one token per column): the
 /// Hessian's streaming update; the strict upper triangle is left as it is (see [`mirror_lower`]).
-pub(crate) fn add_gram_lower(dst: MatMut<'_, f64>, xt: MatRef<'_, f64>, alpha: f64, par: Parallelism) {
+/// With [`Accum::Replace`] the lower triangle is overwritten instead of added to.
+pub(crate) fn gram_lower<T: faer::traits::ComplexField>(
+    dst: MatMut<'_, T>,
+    accum: Accum,
+    xt: MatRef<'_, T>,
+    alpha: T,
+    par: Parallelism,
+) {
     use faer::linalg::matmul::triangular::{BlockStructure, matmul};
     matmul(
         dst,
         BlockStructure::TriangularLower,
-        Accum::Add,
+        accum,
         xt,
         BlockStructure::Rectangular,
         xt.transpose(),

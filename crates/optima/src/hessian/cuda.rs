@@ -1,25 +1,15 @@
 //! Hessian accumulation on a CUDA device: `H ← β H + α XᵀX` by cuBLAS SYRK, the same running
-//! mean as [`super::CpuHessianAccumulator`], in f32 (default) or f64.
+//! mean as [`super::CpuHessianAccumulator`], in f64 or f32 ([`HessianPrecision`]).
 
 use std::sync::Arc;
 
 use cudarc::driver::CudaSlice;
 use ndarray::{Array2, ArrayView2};
 
-use super::{HessianAccumulator, RunningMean};
+use super::{HessianAccumulator, HessianPrecision, RunningMean};
 use crate::backend::cuda::CudaBackend;
 use crate::error::{OptimaError, Result};
 use crate::problem::Hessian;
-
-/// Arithmetic of the device accumulation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum HessianPrecision {
-    /// f32 SYRK (exact f32, no TF32): relative error about 1e-6 of `max |H|`.
-    #[default]
-    F32,
-    /// f64 SYRK: agrees with the CPU accumulator to rounding.
-    F64,
-}
 
 enum Sum {
     F32(CudaSlice<f32>),
