@@ -92,13 +92,18 @@ class HessianAccumulator:
     """Accumulates the layer Hessian ``H = XᵀX / N`` from batches of a layer's inputs.
 
     ``n`` is the layer's input count. Sums are kept in float64 on the CPU; ``dtype`` names that
-    precision and takes only ``numpy.float64`` (or ``"float64"``). ``threads`` = 0 uses all cores.
+    precision and takes only ``numpy.float64`` (or ``"float64"``). ``products`` is the precision of
+    each batch's ``XᵀX``: ``numpy.float64`` (the default), or ``numpy.float32``, about twice as fast,
+    its error about 1e-6 of ``max |H|`` with the diagonal kept exact. ``threads`` = 0 uses all cores.
     """
 
-    def __init__(self, n: int, dtype=np.float64, threads: int = 0):
+    def __init__(self, n: int, dtype=np.float64, threads: int = 0, products=np.float64):
         if np.dtype(dtype) != np.float64:
             raise ValueError(f"the CPU accumulator sums in float64; dtype {np.dtype(dtype)} is not available")
-        self._inner = _optima._HessianAccumulator(_count(n, "n"), _count(threads, "threads"))
+        precision = {np.dtype(np.float64): "f64", np.dtype(np.float32): "f32"}.get(np.dtype(products))
+        if precision is None:
+            raise ValueError(f"products are float64 or float32; {np.dtype(products)} is not available")
+        self._inner = _optima._HessianAccumulator(_count(n, "n"), _count(threads, "threads"), precision)
 
     @property
     def n(self) -> int:

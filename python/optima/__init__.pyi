@@ -28,7 +28,9 @@ Solver = Literal["auto", "direct", "dual-pcg", "pcg", "admm", "pdhg", "sparsegpt
 class HessianAccumulator:
     """Accumulates H = XᵀX / N from batches of a layer's inputs (float64 sums on the CPU)."""
 
-    def __init__(self, n: int, dtype: npt.DTypeLike = ..., threads: int = 0) -> None: ...
+    def __init__(
+        self, n: int, dtype: npt.DTypeLike = ..., threads: int = 0, products: npt.DTypeLike = ...
+    ) -> None: ...
     @property
     def n(self) -> int:
         """The layer's input count."""

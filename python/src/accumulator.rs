@@ -1,7 +1,7 @@
 //! `optima.HessianAccumulator`: `H = XᵀX / N` from activation batches, summed in f64 on the CPU.
 
 use numpy::{IntoPyArray, PyArray2, PyReadonlyArray2};
-use optima::{CpuHessianAccumulator, HessianAccumulator, Parallelism};
+use optima::{CpuHessianAccumulator, HessianAccumulator, HessianPrecision, Parallelism};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
@@ -16,13 +16,16 @@ pub struct PyHessianAccumulator {
 
 #[pymethods]
 impl PyHessianAccumulator {
-    /// An empty accumulator for `n` inputs, summing on `threads` threads (0 = all cores).
+    /// An empty accumulator for `n` inputs, summing on `threads` threads (0 = all cores), its
+    /// batch products in `products` precision (`"f64"` or `"f32"`; the sums are f64 either way).
     #[new]
-    fn new(n: usize, threads: usize) -> PyResult<Self> {
+    fn new(n: usize, threads: usize, products: &str) -> PyResult<Self> {
         if n == 0 {
             return Err(PyValueError::new_err("a Hessian needs at least one input (n ≥ 1)"));
         }
-        Ok(Self { inner: CpuHessianAccumulator::new(n, Parallelism::from_threads(threads)), n })
+        let precision: HessianPrecision = products.parse().map_err(|e| PyValueError::new_err(format!("{e}")))?;
+        let inner = CpuHessianAccumulator::with_precision(n, Parallelism::from_threads(threads), precision);
+        Ok(Self { inner, n })
     }
 
     /// Adds a `tokens × n` float32 batch; the GIL is released while it is summed.

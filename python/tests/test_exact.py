@@ -84,6 +84,16 @@ def test_accumulator_matches_numpy_and_any_batching():
     damped = whole.finish(damping=0.05)
     np.testing.assert_allclose(damped - expected, 0.05 * np.mean(np.diag(expected)) * np.eye(24), atol=1e-12)
 
+    # float32 products: within their rounding of the float64 sums, the diagonal the same bits.
+    fast = optima.HessianAccumulator(24, products=np.float32)
+    fast.add_batch(x)
+    got = fast.finish()
+    scale = np.abs(expected).max()
+    assert 0 < np.abs(got - whole.finish()).max() <= 1e-6 * scale
+    np.testing.assert_array_equal(np.diag(got), np.diag(whole.finish()))
+    with pytest.raises(ValueError, match="float64 or float32"):
+        optima.HessianAccumulator(24, products=np.float16)
+
 
 def test_masks_follow_their_patterns_and_scores():
     rng = np.random.default_rng(8)
