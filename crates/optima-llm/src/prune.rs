@@ -55,10 +55,16 @@ fn block_memory(config: &LlamaConfig, seq_len: usize, settings: &PruneSettings) 
         (Some(_), false) => 2,
         (Some(_), true) => 6,
     };
+    // f32 products (layer objective) add each accumulator's f32 batch product: the fitted
+    // tokens' and, with held-out dampings, the held-out ones'.
+    let f32_products = match (settings.hessian_precision, dense) {
+        (HessianPrecision::F32, false) => Bytes::f32s(3 * h * h + i * i) * (1 + usize::from(held_out > 0)),
+        _ => Bytes(0),
+    };
     let hessians = if settings.diagonal_only() {
         Bytes::f64s(3 * h + i)
     } else {
-        Bytes::f64s(3 * h * h + i * i) * (if dense { 4 } else { 2 } + held_out)
+        Bytes::f64s(3 * h * h + i * i) * (if dense { 4 } else { 2 } + held_out) + f32_products
     };
     let dense_block = if dense { Bytes::f32s(4 * h * h + 3 * h * i) } else { Bytes(0) };
     let forward =

@@ -67,6 +67,10 @@ fn a_mask_only_run_from_the_diagonal_writes_the_bits_of_one_from_the_whole_hessi
     let full = PruneSettings { layer_error: true, ..diagonal.clone() };
     let peak = |s: &PruneSettings| plan_memory(&config, 6, 48, s).unwrap().estimated_peak;
     assert!(peak(&diagonal) < peak(&full));
+    // f32 Hessian products: one f32 batch product beside each of the four inputs' accumulators.
+    let f32_products = PruneSettings { hessian_precision: optima::HessianPrecision::F32, ..full.clone() };
+    let (h, i) = (config.hidden, config.intermediate);
+    assert_eq!(peak(&f32_products).0 - peak(&full).0, (4 * (3 * h * h + i * i)) as u64);
 }
 
 #[test]
